@@ -1,0 +1,121 @@
+"""Putting a checkpoint's tensors into our modules, layer by layer, by structure.
+
+Forks name the submodules of the same block differently (``fc.0`` or ``l1`` for SE's first
+layer), write Linear where we write a 1x1 conv, and differ in choices no tensor shows (CBAM's
+plane order, SimAM's lambda). Per yaml layer: an attention layer is first rebuilt in the
+variant the fork trained (``fork_kwargs`` reads the record's classes, attributes and
+shapes); then tensors pair up by name when the names agree, else by order, and each pair must
+have the same shape up to size-1 dimensions. Anything else fails naming the layer.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from torch import Tensor, nn
+
+from attn_deploy.errors import UserError
+from attn_deploy.models.attention import AttentionModule, ForkLayer
+from attn_deploy.models.checkpoint import Checkpoint
+from attn_deploy.models.yolo import DetectionModel
+
+COUNTER = "num_batches_tracked"
+
+
+def _squeezed(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(d for d in shape if d != 1)
+
+
+def pair_tensors(where: str, ours: dict[str, Tensor], theirs: dict[str, Tensor]) -> list[tuple[str, str]]:
+    """(our name, their name) for every tensor of a layer; a user error when they do not line up."""
+    mine = [k for k in ours if not k.endswith(COUNTER)]
+    other = [k for k in theirs if not k.endswith(COUNTER)]
+    if sorted(mine) == sorted(other):
+        pairs = [(k, k) for k in mine]
+    elif len(mine) == len(other):
+        pairs = list(zip(mine, other))
+    else:
+        raise UserError(
+            f"{where}: the checkpoint has {len(other)} tensors ({_listing(other, theirs)}), "
+            f"this module expects {len(mine)} ({_listing(mine, ours)})"
+        )
+    for a, b in pairs:
+        sa, sb = tuple(ours[a].shape), tuple(theirs[b].shape)
+        if sa != sb and not (_squeezed(sa) == _squeezed(sb) and ours[a].numel() == theirs[b].numel()):
+            raise UserError(f"{where}: checkpoint tensor {b} {list(sb)} does not fit {a} {list(sa)}")
+    return pairs
+
+
+def _listing(names: list[str], tensors: dict[str, Tensor], n: int = 4) -> str:
+    items = [f"{k} {list(tensors[k].shape)}" for k in names[:n]]
+    return ", ".join(items) + (", ..." if len(names) > n else "")
+
+
+def _fork_layer(ckpt: Checkpoint, i: int, yaml_name: str) -> ForkLayer:
+    record = ckpt.records.get(i)
+    if record is None:  # a plain state dict: the yaml's class name is the only hint of the fork
+        return ForkLayer(yaml_name, ckpt.layers.get(i, {}))
+    return ForkLayer(record.class_name, ckpt.layers.get(i, {}), record.attrs(), record.classes())
+
+
+def _adapt_attention(model: DetectionModel, ckpt: Checkpoint, i: int) -> nn.Module:
+    """Rebuild attention layer i in the variant the checkpoint's fork used."""
+    layer = model.model[i]
+    c1 = model.out_channels[i]  # an attention layer keeps its input's channel count
+    fork = _fork_layer(ckpt, i, layer.type)
+    try:
+        kwargs = type(layer).fork_kwargs(c1, fork)
+        new = type(layer)(c1, **kwargs)
+    except (ValueError, TypeError, IndexError, KeyError, StopIteration) as e:
+        raise UserError(f"layer {i} ({fork.cls}): cannot read this fork's variant: {e}") from e
+    new.i, new.f, new.type = layer.i, layer.f, layer.type
+    model.model[i] = new
+    return new
+
+
+def load_checkpoint_weights(model: DetectionModel, ckpt: Checkpoint) -> None:
+    """Copy every tensor of ``ckpt`` into ``model`` (in place), layer by layer."""
+    theirs_layers, ours_layers = sorted(ckpt.layers), list(range(len(model.model)))
+    extra = [i for i in theirs_layers if i not in ours_layers]
+    if extra:
+        raise UserError(f"{ckpt.path}: the checkpoint has layers {extra} that the model does not ({len(ours_layers)} layers)")
+    state: dict[str, Tensor] = OrderedDict()
+    for i in ours_layers:
+        if isinstance(model.model[i], AttentionModule):
+            _adapt_attention(model, ckpt, i)
+        layer = model.model[i]
+        where = f"{ckpt.path.name}: layer {i} ({layer.type})"
+        ours, theirs = layer.state_dict(), ckpt.layers.get(i, {})
+        if not theirs and ours:
+            raise UserError(f"{where}: the checkpoint has no tensors for this layer")
+        pairs = pair_tensors(where, ours, theirs)
+        new = OrderedDict(ours)  # BatchNorm's batch counters stay ours: eval never reads them
+        for a, b in pairs:
+            new[a] = theirs[b].reshape(ours[a].shape).to(ours[a].dtype)
+        state.update({f"model.{i}.{k}": t for k, t in new.items()})
+        _copy_norm_eps(layer, i, ckpt, pairs)
+    model.load_state_dict(state, strict=True)
+    _check_stride(model, ckpt)
+    if ckpt.names and len(ckpt.names) == model.detect.nc:
+        model.names = list(ckpt.names)
+
+
+def _copy_norm_eps(layer: nn.Module, i: int, ckpt: Checkpoint, pairs: list[tuple[str, str]]) -> None:
+    """BatchNorm epsilon is not a tensor: take it from the record (yolov5 sets 1e-3 everywhere)."""
+    record = ckpt.records.get(i)
+    if record is None:
+        return
+    attrs = record.attrs()
+    modules = dict(layer.named_modules())
+    for ours, theirs in pairs:
+        if ours.endswith(".weight") and isinstance(modules.get(ours[:-7]), nn.modules.batchnorm._BatchNorm):
+            eps = attrs.get(theirs[:-7] + ".eps")
+            if isinstance(eps, float):
+                modules[ours[:-7]].eps = eps
+
+
+def _check_stride(model: DetectionModel, ckpt: Checkpoint) -> None:
+    if ckpt.stride and [float(s) for s in ckpt.stride] != model.stride.tolist():
+        raise UserError(
+            f"{ckpt.path}: the checkpoint's strides {ckpt.stride} differ from the model's {model.stride.tolist()}"
+        )

@@ -1,0 +1,194 @@
+"""Training checkpoints in the ultralytics format: rebuilt faithfully, and never executed."""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import torch
+
+import yolov5_standin as y5
+from attn_deploy.errors import UserError
+from attn_deploy.models import load_model
+from attn_deploy.models.zoo import SCALES, YOLOV5, insert_row
+
+# the class names and yaml arguments each fork writes for its attention row
+FORK_ROWS = {
+    "SE": [1024], "SEAttention": [1024], "ECA": [1024], "CA": [1024], "CBAM": [1024],
+    "ShuffleAttention": [1024], "CrissCrossAttention": [1024], "S2Attention": [1024],
+    "SimAM": [1024], "SKAttention": [1024], "NAMAttention": [1024], "SOCA": [1024],
+    "GAMAttention": [1024, 1024],
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def standin() -> Iterator[None]:
+    y5.install()
+    yield
+    y5.uninstall()
+
+
+def fork_cfg(attention: str | None, nc: int = 4) -> dict[str, Any]:
+    gd, gw = SCALES["n"]
+    cfg = {"nc": nc, "depth_multiple": gd, "width_multiple": gw, **copy.deepcopy({k: v for k, v in YOLOV5.items() if k != "nc"})}
+    return insert_row(cfg, 9, [-1, 1, attention, FORK_ROWS[attention]]) if attention else cfg
+
+
+def saved(tmp_path: Path, model: torch.nn.Module, name: str = "best", **kw: Any) -> Path:
+    path = tmp_path / f"{name}.pt"
+    torch.save(y5.training_checkpoint(model, **kw), path)
+    return path
+
+
+def reference(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The stand-in's own output with the weights as saved (rounded to half)."""
+    with torch.no_grad():
+        return copy.deepcopy(model).half().float().eval()(x)[0]
+
+
+def layer_output(model: torch.nn.Module, x: torch.Tensor, i: int, as_saved: bool = False) -> torch.Tensor:
+    """The output of yaml layer i: the attention block itself, before later layers dampen it."""
+    model = copy.deepcopy(model).half().float().eval() if as_saved else model
+    seen: list[torch.Tensor] = []
+    hook = model.model[i].register_forward_hook(lambda m, inp, out: seen.append(out))
+    with torch.no_grad():
+        model(x)
+    hook.remove()
+    return seen[0]
+
+
+def assert_same_detections(ours: torch.Tensor, ref: torch.Tensor) -> None:
+    torch.testing.assert_close(ours[..., :4], ref[..., :4], rtol=0, atol=2e-3)  # pixels
+    torch.testing.assert_close(ours[..., 4:], ref[..., 4:], rtol=0, atol=2e-5)  # probabilities
+
+
+@pytest.mark.parametrize("fork", [None, *FORK_ROWS])
+def test_training_checkpoint_round_trips(tmp_path: Path, fork: str | None) -> None:
+    standin = y5.randomize(y5.DetectionModel(fork_cfg(fork)))
+    standin.names = {0: "car", 1: "person", 2: "bike", 3: "sign"}  # v7.0 saves a dict
+    path = saved(tmp_path, standin)
+    ours = load_model(weights=path)
+    x = torch.rand(2, 3, 128, 160)
+    with torch.no_grad():
+        out = ours(x)
+    assert_same_detections(out, reference(standin, x))
+    if fork:
+        torch.testing.assert_close(layer_output(ours, x, 9), layer_output(standin, x, 9, as_saved=True), rtol=1e-4, atol=1e-5)
+    assert ours.names == ["car", "person", "bike", "sign"] and ours.name == "best"
+
+
+def test_fork_variants_are_read_from_the_records(tmp_path: Path) -> None:
+    """What no tensor shows: SimAM's lambda (YOLOAir passes c2 = 256), CBAM's slope and plane order."""
+    ours = load_model(weights=saved(tmp_path, y5.randomize(y5.DetectionModel(fork_cfg("SimAM")))))
+    assert ours.model[9].e_lambda == 256.0
+    cbam = load_model(weights=saved(tmp_path, y5.randomize(y5.DetectionModel(fork_cfg("CBAM"))))).model[9]
+    assert cbam.channel.act.negative_slope == 0.1 and not cbam.spatial.max_first
+    gam = load_model(weights=saved(tmp_path, y5.randomize(y5.DetectionModel(fork_cfg("GAMAttention"))))).model[9]
+    assert not gam.channel_sigmoid and gam.spatial_attention[0].groups == 4
+
+
+def test_v6_model_class_and_model_key_without_ema(tmp_path: Path) -> None:
+    standin = y5.randomize(y5.Model(fork_cfg("CA")))
+    path = saved(tmp_path, standin, ema=False)
+    x = torch.rand(1, 3, 96, 96)
+    with torch.no_grad():
+        assert_same_detections(load_model(weights=path)(x), reference(standin, x))
+
+
+def test_ema_is_preferred_over_model(tmp_path: Path) -> None:
+    ema, raw = (y5.randomize(y5.DetectionModel(fork_cfg(None)), seed=s) for s in (1, 2))
+    ckpt = y5.training_checkpoint(ema)
+    ckpt["model"] = copy.deepcopy(raw).half()
+    torch.save(ckpt, tmp_path / "both.pt")
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        assert_same_detections(load_model(weights=tmp_path / "both.pt")(x), reference(ema, x))
+
+
+def test_plain_state_dict_needs_and_uses_a_named_architecture(tmp_path: Path) -> None:
+    standin = y5.randomize(y5.DetectionModel(fork_cfg("SEAttention", nc=2)))
+    path = tmp_path / "sd.pt"
+    torch.save({k: v.half() for k, v in standin.state_dict().items()}, path)
+    with pytest.raises(UserError, match="plain state dict: name its architecture"):
+        load_model(weights=path)
+    ours = load_model(model="yolov5n-se", weights=path)  # fc.0/fc.2 Linear -> our 1x1 convs, by order
+    x = torch.rand(1, 3, 64, 96)
+    with torch.no_grad():
+        assert_same_detections(ours(x), reference(standin, x))
+    assert ours.detect.nc == 2
+
+
+def test_architecture_mismatch_names_the_layer(tmp_path: Path) -> None:
+    path = saved(tmp_path, y5.randomize(y5.DetectionModel(fork_cfg("CA"))))
+    with pytest.raises(UserError, match=r"layer 9 \(se\)"):
+        load_model(model="yolov5n-se", weights=path)
+    with pytest.raises(UserError, match="layers \\[25\\]"):
+        load_model(model="yolov5n", weights=path)
+
+
+# ---- refusing code -------------------------------------------------------------------------
+
+
+class _SystemCall:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> Any:
+        return (os.system, (f"touch {self.marker}",))
+
+
+class _Exec:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> Any:
+        return (exec, (f"open({str(self.marker)!r}, 'w').close()",))
+
+
+@y5._place("models.common.write_marker")
+def write_marker(path: str) -> None:
+    Path(path).touch()
+
+
+class _ModelNamespaceCall:
+    """A global from the model namespace (which becomes a record), then a call of it."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> Any:
+        return (write_marker, (str(self.marker),))
+
+
+@pytest.mark.parametrize(
+    "payload,name",
+    [(_SystemCall, "posix.system" if os.name == "posix" else "nt.system"), (_Exec, "builtins.exec"),
+     (_ModelNamespaceCall, "models.common.write_marker")],
+)
+def test_pickles_that_run_code_are_refused_and_run_nothing(tmp_path: Path, payload: type, name: str) -> None:
+    marker = tmp_path / "pwned"
+    standin = y5.randomize(y5.DetectionModel(fork_cfg(None)))
+    ckpt = y5.training_checkpoint(standin)
+    ckpt["opt"] = payload(marker)  # hidden in the metadata, not the model
+    torch.save(ckpt, tmp_path / "evil.pt")
+    with pytest.raises(UserError) as e:
+        load_model(weights=tmp_path / "evil.pt")
+    assert name in str(e.value) and "refused" in str(e.value)
+    assert not marker.exists()
+
+
+def test_missing_and_corrupt_files(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="weights file not found"):
+        load_model(weights=tmp_path / "nope.pt")
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(os.urandom(4096))
+    with pytest.raises(UserError, match="not a PyTorch checkpoint"):
+        load_model(weights=junk)
+    good = saved(tmp_path, y5.randomize(y5.DetectionModel(fork_cfg(None))))
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(UserError, match="cut.pt"):
+        load_model(weights=cut)
