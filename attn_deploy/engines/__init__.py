@@ -1,0 +1,1 @@
+"""Engines: one runner interface over PyTorch, ONNX Runtime and TensorRT; build and bench."""

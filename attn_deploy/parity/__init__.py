@@ -1,0 +1,1 @@
+"""Parity: tensor comparison, NMS, detection matching, mAP, reports."""
