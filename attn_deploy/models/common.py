@@ -171,7 +171,7 @@ class Detect(nn.Module):
         xy, wh, conf = p.sigmoid().split((2, 2, self.nc + 1), 4)
         xy = (xy * 2 + grid) * self.stride[i]
         wh = (wh * 2) ** 2 * anchor_grid
-        return torch.cat((xy, wh, conf), 4).view(bs, na * ny * nx, no)
+        return torch.cat((xy, wh, conf), 4).reshape(bs, -1, no)
 
     def _make_grid(self, nx: int, ny: int, i: int, like: Tensor) -> tuple[Tensor, Tensor]:
         """Cell offsets minus 0.5, (1, 1, ny, nx, 2), and anchors in pixels, (1, na, 1, 1, 2)."""

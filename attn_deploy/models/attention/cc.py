@@ -6,9 +6,10 @@ except i itself, and <q(i,j), k(i,j')> for all j'; one softmax over those H+W-1 
 weights v along the same cross; y = gamma * out + x (gamma starts at 0). One pass (R = 1), as
 the YOLO forks use it.
 
-The self term of the column energies is masked with -1e4 on the diagonal (an eye of size H)
-rather than -inf: the result is the same in float32, it stays finite in float16, and it
-exports without ``aten::diag``. Everything is batched MatMul, no CUDA-only mask helper.
+The self term of the column energies is masked with -1e4 on the diagonal rather than -inf:
+the result is the same in float32 and it stays finite in float16. The diagonal comes from
+comparing two ranges (Range/Equal in ONNX), not from ``diag`` (no legacy export) or ``eye``
+(EyeLike, which TensorRT accepts only for static shapes). Everything else is batched MatMul.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ class CrissCrossAttention(AttentionModule):
         h = x.shape[2]
         q, k, v = self.query_conv(x), self.key_conv(x), self.value_conv(x)
         # column energies (B, W, H, H'), self term masked; row energies (B, H, W, W')
-        mask = torch.eye(h, dtype=x.dtype, device=x.device) * MASK
+        i = torch.arange(h, device=x.device)
+        mask = (i.unsqueeze(1) == i.unsqueeze(0)).to(x.dtype) * MASK
         e_col = torch.matmul(q.permute(0, 3, 2, 1), k.permute(0, 3, 1, 2)) + mask
         e_row = torch.matmul(q.permute(0, 2, 3, 1), k.permute(0, 2, 1, 3))
         a = torch.softmax(torch.cat((e_col.permute(0, 2, 1, 3), e_row), 3), 3)  # (B, H, W, H+W)
