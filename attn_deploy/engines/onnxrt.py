@@ -1,0 +1,52 @@
+"""ONNX Runtime on the CPU, the reference every exported graph is checked with here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from attn_deploy.engines.base import Runner
+from attn_deploy.errors import UserError
+
+
+class OnnxrtRunner(Runner):
+    name = "onnxruntime"
+
+    def __init__(self, model: bytes | str | Path, threads: int | None = None, spinning: bool = True) -> None:
+        """``spinning=False`` stops idle worker threads from busy-waiting between runs, which
+        matters when several sessions (or torch) take turns on the same cores."""
+        super().__init__()
+        self.model = model
+        self.threads = threads
+        self.spinning = spinning
+        self.session = None
+
+    def activate_impl(self) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        if self.threads:
+            opts.intra_op_num_threads = self.threads
+        if not self.spinning:
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        source = self.model if isinstance(self.model, bytes) else str(self.model)
+        try:
+            self.session = ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph types
+            raise UserError(f"ONNX Runtime cannot load the model: {str(e).splitlines()[0]}") from e
+
+    def deactivate_impl(self) -> None:
+        self.session = None
+
+    def input_names(self) -> list[str]:
+        self.activate()
+        return [i.name for i in self.session.get_inputs()]
+
+    def output_names(self) -> list[str]:
+        self.activate()
+        return [o.name for o in self.session.get_outputs()]
+
+    def infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        outs = self.session.run(None, {k: feed[k] for k in self.input_names()})
+        return dict(zip(self.output_names(), outs))
