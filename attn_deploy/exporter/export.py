@@ -1,0 +1,144 @@
+"""The ``export`` verb: a model to ``FILE.onnx`` plus ``FILE.json``, linted and parity-checked."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from attn_deploy import __version__
+from attn_deploy.exporter.lint import LintReport, lint_onnx
+from attn_deploy.exporter.nms import NmsOptions, append_nms
+from attn_deploy.exporter.parity_check import check_export
+from attn_deploy.exporter.torch2onnx import ExportSpec, clean, torch_to_onnx, yolov5_metadata
+from attn_deploy.files import atomic_write, sha256
+from attn_deploy.models.yolo import DetectionModel, check_imgsz
+from attn_deploy.parity.tensor import TensorParity, Tolerances
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class ExportResult:
+    """Truthy when the graph passed lint and parity (or the checks were skipped)."""
+
+    model: str
+    onnx: str
+    sidecar: str
+    spec: ExportSpec
+    nms: NmsOptions | None
+    nodes: int
+    ops: dict[str, int]
+    size: int
+    sha256: str
+    seconds: float
+    lint: LintReport | None = None
+    parity: TensorParity | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return (self.lint is None or self.lint.passed) and (self.parity is None or self.parity.passed)
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def failures(self) -> list[str]:
+        out = [f"lint: {f.node} ({f.op}): {f.reason}" for f in (self.lint.findings if self.lint is not None else [])]
+        return out + (self.parity.failures() if self.parity is not None else [])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model, "onnx": self.onnx, "sidecar": self.sidecar, "passed": self.passed,
+            "imgsz": list(self.spec.imgsz), "batch": self.spec.batch, "dynamic": self.spec.dynamic,
+            "opset": self.spec.opset, "nms": vars(self.nms) if self.nms else None, "nodes": self.nodes,
+            "ops": self.ops, "bytes": self.size, "sha256": self.sha256, "seconds": round(self.seconds, 3),
+            "lint": self.lint.to_dict() if self.lint is not None else None,
+            "parity": self.parity.to_dict() if self.parity is not None else None,
+        }
+
+
+def export_model(
+    net: DetectionModel, output: str | Path | None = None, spec: ExportSpec = ExportSpec(),
+    nms: NmsOptions | None = None, check: bool = True, tol: Tolerances = Tolerances(),
+    source: dict[str, Any] | None = None, progress: Progress | None = None,
+) -> ExportResult:
+    """Export ``net`` and write the ONNX file and its sidecar atomically."""
+    import onnx
+
+    say = progress or (lambda _msg: None)
+    start = time.perf_counter()
+    spec.check()
+    if nms is not None:
+        nms.check()
+    check_imgsz(spec.imgsz, int(net.stride.max()))
+    path = Path(output) if output else Path(f"{net.name}.onnx")
+    say(f"exporting {net.name} to ONNX (opset {spec.opset})")
+    raw = torch_to_onnx(net, spec)
+    meta = yolov5_metadata(net)
+    plain = clean(raw, net.name, meta)
+    final = clean(append_nms(onnx.load_from_string(raw), nms).SerializeToString(), net.name, meta) if nms else plain
+    onnx.checker.check_model(final, full_check=True)
+    data = final.SerializeToString()
+    lint = parity = None
+    if check:
+        say("checking TensorRT compatibility")
+        lint = lint_onnx(final)
+        say("checking ONNX Runtime against PyTorch")
+        parity = check_export(net, plain.SerializeToString(), spec, tol, nms, data if nms else None)
+    result = ExportResult(
+        model=net.name, onnx=str(path), sidecar=str(path.with_suffix(".json")), spec=spec, nms=nms,
+        nodes=len(final.graph.node), ops=_ops(final), size=len(data), sha256=sha256(data),
+        seconds=0.0, lint=lint, parity=parity,
+    )
+    atomic_write(path, data)
+    atomic_write(result.sidecar, json.dumps(sidecar(net, final, result, source), indent=2).encode())
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _ops(proto: Any) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for n in proto.graph.node:
+        counts[n.op_type] = counts.get(n.op_type, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def _io(values: Any) -> list[dict[str, Any]]:
+    from onnx import helper
+
+    return [
+        {"name": v.name, "dtype": helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type).name,
+         "shape": [d.dim_value if d.HasField("dim_value") else d.dim_param for d in v.type.tensor_type.shape.dim]}
+        for v in values
+    ]
+
+
+def sidecar(net: DetectionModel, proto: Any, result: ExportResult, source: dict[str, Any] | None) -> dict[str, Any]:
+    """What later steps (calib, build, parity) need to know about the ONNX file."""
+    det = net.detect
+    return {
+        "attn_deploy": __version__,
+        "model": net.name,
+        "source": source or {"model": net.name},
+        "names": list(net.names),
+        "nc": det.nc,
+        "imgsz": list(result.spec.imgsz),
+        "batch": result.spec.batch,
+        "strides": [int(s) for s in net.stride.tolist()],
+        "anchors": (det.anchors * det.stride.view(-1, 1, 1)).tolist(),
+        "opset": result.spec.opset,
+        "dynamic": result.spec.dynamic,
+        "dynamic_axes": result.spec.dynamic_axes() or {},
+        "inputs": _io(proto.graph.input),
+        "outputs": _io(proto.graph.output),
+        "output_layout": "nms" if result.nms else "xywh_obj_cls",
+        "nms": vars(result.nms) if result.nms else None,
+        "onnx": {"file": Path(result.onnx).name, "sha256": result.sha256, "bytes": result.size,
+                 "nodes": result.nodes, "ops": result.ops},
+        "lint": {"passed": result.lint.passed, "tensorrt": result.lint.tensorrt,
+                 "findings": len(result.lint.findings)} if result.lint is not None else None,
+        "parity": result.parity.to_dict() if result.parity is not None else None,
+    }

@@ -1,0 +1,109 @@
+"""The check ``export`` runs on what it wrote: ONNX Runtime against PyTorch, same inputs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from attn_deploy.engines import OnnxrtRunner, TorchRunner
+from attn_deploy.exporter.nms import NmsOptions
+from attn_deploy.exporter.torch2onnx import INPUT, OUTPUT, ExportSpec
+from attn_deploy.models.yolo import DetectionModel
+from attn_deploy.parity.nms import multiclass_nms
+from attn_deploy.parity.tensor import TensorParity, Tolerances, compare, compare_detections_tensor, merge
+
+
+def parity_cases(spec: ExportSpec, stride: int) -> list[tuple[int, int, int]]:
+    """Input shapes (N, H, W): three batches of the exported shape; or, for a dynamic graph,
+    two sizes (the exported one and a non-square other) at two batch sizes."""
+    h, w = spec.imgsz
+    if not spec.dynamic:
+        return [(spec.batch, h, w)] * 3
+    h2 = max(stride, (h * 3 // 4) // stride * stride)
+    w2 = -(-(w * 5 // 4) // stride) * stride
+    return [(n, hh, ww) for hh, ww in ((h, w), (h2, w2)) for n in sorted({1, max(2, spec.batch)})]
+
+
+def random_images(n: int, h: int, w: int, seed: int) -> np.ndarray:
+    """Images as the model sees them: float32 in [0, 1], (N, 3, H, W)."""
+    return np.random.default_rng(seed).random((n, 3, h, w), dtype=np.float32)
+
+
+def check_export(
+    net: DetectionModel, plain: bytes, spec: ExportSpec, tol: Tolerances,
+    nms: NmsOptions | None = None, final: bytes | None = None,
+) -> TensorParity:
+    """Tensor parity of ``output0``; with an NMS graph, its detections against numpy NMS
+    applied to PyTorch's output of the same images."""
+    cases = parity_cases(spec, int(net.stride.max()))
+    result = TensorParity(cases=[[n, 3, h, w] for n, h, w in cases])
+    per_part: dict[str, list[Any]] = {}
+    torch_run, ort_run = TorchRunner(net), OnnxrtRunner(plain)
+    e2e = OnnxrtRunner(final) if nms is not None and final is not None else None
+    nms_ok = True
+    for seed, (n, h, w) in enumerate(cases):
+        feed = {INPUT: random_images(n, h, w, seed)}
+        ref, cand = torch_run.infer(feed)[OUTPUT], ort_run.infer(feed)[OUTPUT]
+        for s in compare_detections_tensor(OUTPUT, ref, cand, tol):
+            per_part.setdefault(s.name, []).append(s)
+        if e2e is not None:
+            got, want = e2e.infer(feed), reference_nms(ref, nms)
+            paired, same = pair_detections(want, got, tol)
+            for key, (a, b) in paired.items():
+                s = compare(key, a, b, *((tol.box_atol, tol.box_rtol) if key == "det_boxes" else (tol.score_atol, tol.score_rtol)))
+                per_part.setdefault(s.name, []).append(s)
+            nms_ok &= same
+    result.stats = [merge(v) for v in per_part.values()]
+    if e2e is not None:
+        result.checks["nms: same detections and classes"] = nms_ok
+    return result
+
+
+def pair_detections(
+    want: dict[str, np.ndarray], got: dict[str, np.ndarray], tol: Tolerances
+) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], bool]:
+    """Pair each reference detection with a candidate of the same class and box.
+
+    Detections with equal scores may come out in either order (each runtime sorts its own
+    way), so they are paired by content, not by position; and where equal scores straddle the
+    top-K cut, either side may keep either one, so an unpaired detection scored like the
+    last one kept is no disagreement. Returns the paired boxes and scores and whether both
+    sides hold the same detections.
+    """
+    pairs_b, pairs_s = ([], []), ([], [])
+    same = bool(np.array_equal(want["num_dets"], got["num_dets"]))
+    for i, (n,) in enumerate(want["num_dets"]):
+        m = int(got["num_dets"][i, 0])
+        free = list(range(m))
+        for j in range(int(n)):
+            box, cls = want["det_boxes"][i, j], want["det_classes"][i, j]
+            hit = next((k for k in free if got["det_classes"][i, k] == cls and np.allclose(
+                got["det_boxes"][i, k], box, atol=tol.box_atol, rtol=tol.box_rtol)), None)
+            if hit is None:
+                cut = want["det_scores"][i, int(n) - 1]
+                same &= bool(int(n) == want["det_scores"].shape[1] and abs(want["det_scores"][i, j] - cut) <= tol.score_atol)
+                continue
+            free.remove(hit)
+            for acc, a, b in ((pairs_b, box, got["det_boxes"][i, hit]),
+                              (pairs_s, want["det_scores"][i, j], got["det_scores"][i, hit])):
+                acc[0].append(a)
+                acc[1].append(b)
+    as_arrays = lambda acc, shape: tuple(np.asarray(x, np.float32).reshape(shape) for x in acc)  # noqa: E731
+    return {"det_boxes": as_arrays(pairs_b, (-1, 4)), "det_scores": as_arrays(pairs_s, (-1,))}, same
+
+
+def reference_nms(pred: np.ndarray, opts: NmsOptions) -> dict[str, np.ndarray]:
+    """numpy NMS of a decoded batch, padded into the end-to-end graph's four outputs."""
+    n, a, no = pred.shape
+    k = min(opts.topk, a * (no - 5))
+    out = {
+        "num_dets": np.zeros((n, 1), np.int32), "det_boxes": np.zeros((n, k, 4), np.float32),
+        "det_scores": np.zeros((n, k), np.float32), "det_classes": np.full((n, k), -1, np.int32),
+    }
+    for i in range(n):
+        d = multiclass_nms(pred[i], opts.iou_thres, opts.conf_thres, k)
+        m = len(d)
+        out["num_dets"][i, 0] = m
+        out["det_boxes"][i, :m], out["det_scores"][i, :m], out["det_classes"][i, :m] = d.boxes, d.scores, d.classes
+    return out

@@ -1,0 +1,92 @@
+"""PyTorch -> ONNX for YOLOv5 detectors: standard ops, simplified, named, reproducible.
+
+We use torch's TorchScript-based exporter (``dynamo=False``) on purpose. It covers opsets
+13-20, which TensorRT 8.x on Jetson needs (the dynamo exporter emits opset 18 and converts
+down); it takes dynamic batch/height/width without the dynamo exporter's 0/1 specialisation
+(which fails or freezes dimensions when an example axis is 1); and it names nodes by module
+path (``/model.9/conv1/Conv``), which later steps use to find a block's nodes. Its known
+failure modes on attention modules (adaptive pooling to (H, 1), ``aten::diag``, in-place
+writes into buffers) are designed out of our modules; the test matrix proves every module at
+two opsets, static and dynamic.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import torch
+
+from attn_deploy import __version__
+from attn_deploy.errors import UserError
+from attn_deploy.models.yolo import DetectionModel
+
+MIN_OPSET, MAX_OPSET = 13, 20
+INPUT, OUTPUT = "images", "output0"
+
+
+@dataclass(frozen=True)
+class ExportSpec:
+    """What graph to make: input size (H, W), batch, dynamic axes, opset."""
+
+    imgsz: tuple[int, int] = (640, 640)
+    batch: int = 1
+    dynamic: bool = False
+    opset: int = 17
+
+    def check(self) -> None:
+        if not MIN_OPSET <= self.opset <= MAX_OPSET:
+            raise UserError(f"--opset {self.opset} is not supported", f"use {MIN_OPSET} to {MAX_OPSET}")
+        if self.batch < 1:
+            raise UserError(f"--batch must be at least 1, got {self.batch}")
+
+    def dynamic_axes(self) -> dict[str, dict[int, str]] | None:
+        if not self.dynamic:
+            return None
+        return {INPUT: {0: "batch", 2: "height", 3: "width"}, OUTPUT: {0: "batch", 1: "boxes"}}
+
+
+def torch_to_onnx(model: DetectionModel, spec: ExportSpec) -> bytes:
+    """The raw exporter output (before clean-up), for a float32 CPU model in eval mode."""
+    spec.check()
+    model = model.float().cpu().eval()
+    x = torch.zeros(spec.batch, model.yaml["ch"], *spec.imgsz)
+    buf = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        # the exporter's deprecation notice and tracer warnings about Python ints taken from
+        # shapes are expected here; the parity check, not a warning, says whether it is right
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model, (x,), buf, dynamo=False, opset_version=spec.opset, do_constant_folding=True,
+            input_names=[INPUT], output_names=[OUTPUT], dynamic_axes=spec.dynamic_axes(),
+        )
+    return buf.getvalue()
+
+
+def clean(model_bytes: bytes, name: str, metadata: dict[str, str]) -> "onnx.ModelProto":  # noqa: F821
+    """Constant-fold and simplify (onnxslim), drop doc strings, stamp producer and metadata."""
+    import onnx
+    import onnxslim
+
+    proto = onnx.load_from_string(model_bytes)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        proto = onnxslim.slim(proto)
+    proto.graph.name = name
+    proto.doc_string = ""
+    for node in proto.graph.node:
+        node.doc_string = ""
+    proto.producer_name, proto.producer_version = "attn-deploy", __version__
+    del proto.metadata_props[:]
+    for k, v in metadata.items():
+        proto.metadata_props.add(key=k, value=v)
+    return proto
+
+
+def yolov5_metadata(model: DetectionModel) -> dict[str, str]:
+    """The metadata keys yolov5's own loaders read (``stride``, ``names``)."""
+    return {
+        "stride": str(int(model.stride.max())),
+        "names": str({i: n for i, n in enumerate(model.names)}),
+    }
