@@ -1,0 +1,288 @@
+"""Will TensorRT's ONNX parser take this graph? A check of every node, before any GPU.
+
+Checks, per node: the op exists in TensorRT's support table (``tensorrt_ops.csv``: TensorRT
+10.15's parser matrix) and is supported; its data tensor's type is one TensorRT accepts for
+that op; the restrictions that can occur in detector graphs (constant axes, pooling rank and
+dilation, Resize modes, TopK's K, ScatterND reduction, symmetric Q/DQ, static EyeLike). Per
+graph: no custom op domains, no float64 anywhere, UINT8 only at the graph's edges.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable
+
+from attn_deploy.errors import UserError
+
+TRT_VERSION = "10.15"
+SOURCE = "onnx/onnx-tensorrt docs/operators.md (TensorRT 10.15)"
+STANDARD_DOMAINS = ("", "ai.onnx")
+
+
+@dataclass(frozen=True)
+class OpSupport:
+    op: str
+    supported: bool
+    types: frozenset[str]
+    note: str
+
+
+def support_table() -> dict[str, OpSupport]:
+    text = resources.files("attn_deploy.exporter").joinpath("tensorrt_ops.csv").read_text()
+    rows = csv.DictReader(line for line in text.splitlines() if not line.startswith("#"))
+    return {r["op"]: OpSupport(r["op"], r["supported"] == "Y", frozenset(r["types"].split()), r["note"]) for r in rows}
+
+
+@dataclass
+class Finding:
+    node: str
+    op: str
+    reason: str
+    fix: str
+
+    def to_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+@dataclass
+class LintReport:
+    """Truthy when TensorRT's parser should accept every node."""
+
+    path: str
+    nodes: int
+    ops: dict[str, int]
+    findings: list[Finding] = field(default_factory=list)
+    tensorrt: str = TRT_VERSION
+    source: str = SOURCE
+
+    @property
+    def passed(self) -> bool:
+        return not self.findings
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path, "passed": self.passed, "tensorrt": self.tensorrt, "source": self.source,
+            "nodes": self.nodes, "ops": self.ops, "findings": [f.to_dict() for f in self.findings],
+        }
+
+
+# ONNX TensorProto element types, as the support table names them
+TYPE_NAMES = {1: "FP32", 2: "UINT8", 3: "INT8", 6: "INT32", 7: "INT64", 9: "BOOL", 10: "FP16",
+              11: "DOUBLE", 16: "BF16", 17: "FP8", 18: "FP8", 19: "FP8", 20: "FP8", 22: "INT4", 23: "FP4",
+              4: "UINT16", 5: "INT16", 12: "UINT32", 13: "UINT64", 8: "STRING"}
+TYPE_FROM_OUTPUT = {"Constant", "ConstantOfShape", "RandomNormal", "RandomUniform", "EyeLike"}
+
+FIXES = {
+    "custom": "re-export with standard ONNX ops only; attn-deploy's modules need no plugin",
+    "unsupported": "rewrite the layer with supported ops (or do this step outside the engine)",
+    "unknown": "TensorRT 10.x does not know this op: rewrite it with ops from its support table",
+    "double": "cast to float32 in the model before export",
+    "int": "keep integer math on shapes and indices; do arithmetic on float tensors",
+    "uint8": "use UINT8 only as a network input or output; cast to float inside",
+    "axes": "fold the axes into a constant (re-export with constant folding, or run onnxslim)",
+    "pool": "use 2-D pooling without dilation",
+    "indices": "drop MaxPool's Indices output",
+    "resize": "export Resize with nearest/asymmetric/floor or linear/half_pixel, as nn.Upsample does",
+    "topk": "use a constant K below 3840, sorted",
+    "scatter": "use ScatterND without reduction",
+    "zero_point": "quantize symmetrically (zero point 0), as NVIDIA Model Optimizer does",
+    "eye": "build the identity mask from Range and Equal on the dynamic size",
+}
+
+
+def lint_onnx(model: str | Path | "onnx.ModelProto") -> LintReport:  # noqa: F821
+    """Check an ONNX file (or loaded model) against TensorRT's parser support table."""
+    import onnx
+
+    proto, path = _load(model)
+    try:
+        proto = onnx.shape_inference.infer_shapes(proto, strict_mode=False, data_prop=True)
+    except Exception:  # noqa: BLE001 - types are then judged from what the file declares
+        pass
+    types, shapes = _value_types(proto)
+    consts = _constants(proto)
+    table = support_table()
+    report = LintReport(path, len(proto.graph.node), dict(Counter(n.op_type for n in proto.graph.node)))
+    edges = {v.name for v in list(proto.graph.input) + list(proto.graph.output)}
+    for node in proto.graph.node:
+        report.findings.extend(_check_node(node, table, types, shapes, consts, edges))
+    report.findings.extend(_check_tensors(proto, types))
+    return report
+
+
+def _load(model: Any) -> tuple[Any, str]:
+    import onnx
+
+    if isinstance(model, onnx.ModelProto):
+        return model, model.graph.name or "<model>"
+    p = Path(model)
+    if not p.is_file():
+        raise UserError(f"ONNX file not found: {p}")
+    try:
+        return onnx.load(str(p), load_external_data=False), str(p)
+    except Exception as e:  # noqa: BLE001 - protobuf raises DecodeError and friends
+        raise UserError(f"{p} is not a valid ONNX file: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
+
+
+def _constants(proto: Any) -> dict[str, Any]:
+    """Initializers and Constant-node outputs by name, as numpy arrays (None if unreadable)."""
+    from onnx import numpy_helper
+
+    out: dict[str, Any] = {}
+    for init in proto.graph.initializer:
+        out[init.name] = numpy_helper.to_array(init) if _small(init.dims) else None
+    for n in proto.graph.node:
+        if n.op_type == "Constant":
+            t = _attr(n, "value")
+            out[n.output[0]] = numpy_helper.to_array(t) if t is not None and _small(t.dims) else None
+    return out
+
+
+def _small(dims: Any) -> bool:
+    size = 1
+    for d in dims:
+        size *= d
+    return size <= 4096
+
+
+def _value_types(proto: Any) -> tuple[dict[str, str], dict[str, list[int | str]]]:
+    types: dict[str, str] = {}
+    shapes: dict[str, list[int | str]] = {}
+    infos = list(proto.graph.value_info) + list(proto.graph.input) + list(proto.graph.output)
+    for v in infos:
+        tt = v.type.tensor_type
+        if tt.elem_type:
+            types[v.name] = TYPE_NAMES.get(tt.elem_type, str(tt.elem_type))
+            shapes[v.name] = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in tt.shape.dim]
+    for init in proto.graph.initializer:
+        types[init.name] = TYPE_NAMES.get(init.data_type, str(init.data_type))
+        shapes[init.name] = list(init.dims)
+    return types, shapes
+
+
+def _check_node(node: Any, table: dict[str, OpSupport], types: dict[str, str],
+                shapes: dict[str, list[int | str]], consts: dict[str, Any], edges: set[str]) -> list[Finding]:
+    name = node.name or (node.output[0] if node.output else "?")
+    if node.domain not in STANDARD_DOMAINS:
+        return [Finding(name, node.op_type, f"custom domain '{node.domain}' (a plugin or runtime-specific op)", FIXES["custom"])]
+    spec = table.get(node.op_type)
+    if spec is None:
+        return [Finding(name, node.op_type, "not in TensorRT 10.x's ONNX operator table", FIXES["unknown"])]
+    if not spec.supported:
+        return [Finding(name, node.op_type, "not supported by TensorRT's ONNX parser", FIXES["unsupported"])]
+    found = []
+    data = node.output[0] if node.op_type in TYPE_FROM_OUTPUT else (node.input[0] if node.input else "")
+    dtype = types.get(data)
+    if dtype and spec.types and dtype not in spec.types and not (dtype == "UINT8" and data in edges):
+        fix = FIXES["double"] if dtype == "DOUBLE" else FIXES["int"]
+        found.append(Finding(name, node.op_type, f"{dtype} input; TensorRT takes {' '.join(sorted(spec.types))} here", fix))
+    check = RESTRICTIONS.get(node.op_type) or (_reduce_axes if node.op_type.startswith("Reduce") else None)
+    if check is not None:
+        found.extend(Finding(name, node.op_type, reason, fix) for reason, fix in check(node, shapes, consts))
+    return found
+
+
+def _check_tensors(proto: Any, types: dict[str, str]) -> list[Finding]:
+    found = [Finding(n, "(tensor)", "float64 tensor (TensorRT narrows DOUBLE to FP32 and clamps it)", FIXES["double"])
+             for n, t in types.items() if t == "DOUBLE"]
+    return found
+
+
+# ---- restrictions: each returns (reason, fix) pairs for one node ---------------------------
+
+Check = Callable[[Any, dict[str, list[int | str]], dict[str, Any]], list[tuple[str, str]]]
+
+
+def _attr(node: Any, name: str, default: Any = None) -> Any:
+    import onnx
+
+    for a in node.attribute:
+        if a.name == name:
+            return onnx.helper.get_attribute_value(a)
+    return default
+
+
+def _const_input(node: Any, i: int, consts: dict[str, Any]) -> bool:
+    return len(node.input) <= i or not node.input[i] or node.input[i] in consts
+
+
+def _reduce_axes(node: Any, shapes: Any, consts: dict[str, Any]) -> list[tuple[str, str]]:
+    return [] if _const_input(node, 1, consts) else [("axes computed at run time", FIXES["axes"])]
+
+
+def _squeeze_axes(node: Any, shapes: Any, consts: dict[str, Any]) -> list[tuple[str, str]]:
+    return [] if _const_input(node, 1, consts) else [("axes not constant", FIXES["axes"])]
+
+
+def _pool(node: Any, shapes: Any, consts: dict[str, Any]) -> list[tuple[str, str]]:
+    out = []
+    if len(_attr(node, "kernel_shape", [])) not in (2, 3):
+        out.append(("only 2-D and 3-D pooling", FIXES["pool"]))
+    if any(d != 1 for d in _attr(node, "dilations", []) or []):
+        out.append(("dilated pooling", FIXES["pool"]))
+    if node.op_type == "MaxPool" and len(node.output) > 1 and node.output[1]:
+        out.append(("MaxPool's Indices output", FIXES["indices"]))
+    return out
+
+
+def _resize(node: Any, shapes: Any, consts: dict[str, Any]) -> list[tuple[str, str]]:
+    modes = {"half_pixel", "pytorch_half_pixel", "tf_half_pixel_for_nn", "asymmetric", "align_corners"}
+    out = []
+    ctm = _as_str(_attr(node, "coordinate_transformation_mode", b"half_pixel"))
+    if ctm not in modes:
+        out.append((f"coordinate_transformation_mode {ctm}", FIXES["resize"]))
+    if _as_str(_attr(node, "mode", b"nearest")) not in ("nearest", "linear"):
+        out.append((f"mode {_as_str(_attr(node, 'mode'))}", FIXES["resize"]))
+    nearest = _as_str(_attr(node, "nearest_mode", b"round_prefer_floor"))
+    if nearest not in ("floor", "ceil", "round_prefer_floor", "round_prefer_ceil"):
+        out.append((f"nearest_mode {nearest}", FIXES["resize"]))
+    if _attr(node, "antialias", 0):
+        out.append(("antialias", FIXES["resize"]))
+    if _as_str(_attr(node, "keep_aspect_ratio_policy", b"stretch")) != "stretch":
+        out.append(("keep_aspect_ratio_policy other than stretch", FIXES["resize"]))
+    return out
+
+
+def _topk(node: Any, shapes: Any, consts: dict[str, Any]) -> list[tuple[str, str]]:
+    out = [] if _attr(node, "sorted", 1) == 1 else [("sorted=0", FIXES["topk"])]
+    k = consts.get(node.input[1]) if len(node.input) > 1 else None
+    if k is not None and int(k.max()) >= 3840:
+        out.append((f"K = {int(k.max())}, TensorRT needs K < 3840", FIXES["topk"]))
+    return out
+
+
+def _scatter(node: Any, shapes: Any, consts: dict[str, Any]) -> list[tuple[str, str]]:
+    red = _as_str(_attr(node, "reduction", b"none"))
+    return [] if red == "none" else [(f"reduction {red}", FIXES["scatter"])]
+
+
+def _eye(node: Any, shapes: dict[str, list[int | str]], consts: dict[str, Any]) -> list[tuple[str, str]]:
+    dims = shapes.get(node.input[0], ["?"])
+    return [] if all(isinstance(d, int) and d > 0 for d in dims) else [("dynamic input shape", FIXES["eye"])]
+
+
+def _qdq(node: Any, shapes: Any, consts: dict[str, Any]) -> list[tuple[str, str]]:
+    if len(node.input) < 3 or not node.input[2]:
+        return []
+    if node.input[2] not in consts:
+        return [("zero point is not a constant", FIXES["zero_point"])]
+    zp = consts[node.input[2]]
+    return [("non-zero zero point (asymmetric quantization)", FIXES["zero_point"])] if zp is not None and zp.any() else []
+
+
+def _as_str(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+RESTRICTIONS: dict[str, Check] = {
+    "Squeeze": _squeeze_axes, "Unsqueeze": _squeeze_axes, "MaxPool": _pool, "AveragePool": _pool,
+    "LpPool": _pool, "Resize": _resize, "TopK": _topk, "ScatterND": _scatter, "EyeLike": _eye,
+    "QuantizeLinear": _qdq, "DequantizeLinear": _qdq,
+}
