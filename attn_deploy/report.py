@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+import inspect
+from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
 from attn_deploy.models.info import ModelInfo
 
+if TYPE_CHECKING:
+    from attn_deploy.exporter import ExportResult, LintReport
+
 
 def _paper(cls: type) -> str:
-    """The paper line of a module's docstring (its first sentence)."""
-    doc = (__import__(cls.__module__, fromlist=["_"]).__doc__ or "").strip()
+    """The paper line of a module file's docstring (its first paragraph)."""
+    doc = (inspect.getmodule(cls).__doc__ or "").strip()
     return " ".join(doc.split("\n\n")[0].split())
 
 
@@ -45,4 +49,44 @@ def info_table(info: ModelInfo) -> Table:
             str(layer.index), str(layer.source), str(layer.number), layer.module, str(layer.args),
             f"{layer.params:,}", f"{layer.gflops:.2f}", "x".join(map(str, layer.shape)),
         )
+    return t
+
+
+def _ok(passed: bool) -> str:
+    return "[green]pass[/]" if passed else "[red]FAIL[/]"
+
+
+def export_table(r: ExportResult) -> Table:
+    t = Table(title=f"{r.model} -> {r.onnx}", show_header=False)
+    t.add_column("what", style="bold")
+    t.add_column("value", overflow="fold")
+    h, w = r.spec.imgsz
+    shape = f"{'N' if r.spec.dynamic else r.spec.batch}x3x{'H' if r.spec.dynamic else h}x{'W' if r.spec.dynamic else w}"
+    t.add_row("graph", f"opset {r.spec.opset}, input images {shape}" + (", dynamic" if r.spec.dynamic else "")
+              + (f", NMS top {r.nms.topk}" if r.nms else ", output0 (xywh, obj, classes)"))
+    t.add_row("size", f"{r.size / 1e6:.2f} MB, {r.nodes} nodes, sha256 {r.sha256[:12]}")
+    t.add_row("ops", ", ".join(f"{op} {n}" for op, n in r.ops.items()))
+    if r.lint is not None:
+        t.add_row("TensorRT lint", f"{_ok(r.lint.passed)} ({r.lint.tensorrt} parser table, {len(r.lint.findings)} finding(s))")
+    if r.parity is not None:
+        cases = ", ".join("x".join(map(str, c)) for c in r.parity.cases)
+        t.add_row("parity", f"{_ok(r.parity.passed)} ONNX Runtime vs PyTorch on {cases}")
+        for s in r.parity.stats:
+            t.add_row(f"  {s.name}", f"{_ok(s.passed)} max abs {s.max_abs:.2e} (tol {s.atol:g} + {s.rtol:g}|ref|), "
+                      f"max rel {s.max_rel:.2e}, cosine {s.cosine:.9f}")
+        for name, ok in r.parity.checks.items():
+            t.add_row(f"  {name}", _ok(ok))
+    t.add_row("time", f"{r.seconds:.1f} s; sidecar {r.sidecar}")
+    return t
+
+
+def lint_table(r: LintReport) -> Table:
+    title = f"{r.path}: {r.nodes} nodes, TensorRT {r.tensorrt} parser: " + ("compatible" if r.passed else f"{len(r.findings)} problem(s)")
+    t = Table(title=title)
+    for col in ("node", "op", "reason", "what to do"):
+        t.add_column(col, overflow="fold")
+    for f in r.findings:
+        t.add_row(f.node, f.op, f.reason, f.fix)
+    if r.passed:
+        t.add_row("(all)", ", ".join(f"{op} {n}" for op, n in sorted(r.ops.items())), "supported", "")
     return t

@@ -1,0 +1,37 @@
+"""The README's examples run, as written, and its claims about the CLI hold."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from attn_deploy.cli import main
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def example_commands() -> list[str]:
+    blocks = re.findall(r"```bash\n(.*?)```", README.read_text(), re.S)
+    lines = [line.split("  #")[0].strip() for block in blocks for line in block.splitlines()]
+    return [line for line in lines if line.startswith("attn-deploy ")]
+
+
+def test_readme_has_the_two_setup_commands() -> None:
+    text = README.read_text()
+    assert "pip install torch==2.13.0 && pip install -e . && attn-deploy export --model yolov5s-ca" in text
+    assert 'pip install -e ".[dev]" && python -m pytest' in text
+    assert "python -m pytest" in Path(README.parent / ".ci" / "run").read_text()
+
+
+@pytest.mark.slow
+def test_readme_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    commands = example_commands()
+    assert "attn-deploy export --model yolov5s-ca" in commands
+    for command in commands:  # in order: lint reads what export wrote
+        result = CliRunner().invoke(main, shlex.split(command)[1:])
+        assert result.exit_code == 0, (command, result.stderr)
