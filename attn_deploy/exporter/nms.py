@@ -13,6 +13,10 @@ zero (N, nc, A) map, whose best K per image (TopK over nc*A) are the detections.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from onnx import TensorProto, helper, numpy_helper
 
 from attn_deploy.errors import UserError
 
@@ -34,77 +38,88 @@ class NmsOptions:
                 raise UserError(f"{name} must be in [0, 1], got {v}")
 
 
-def append_nms(proto: "onnx.ModelProto", opts: NmsOptions, output: str = "output0") -> "onnx.ModelProto":  # noqa: F821
-    """Replace the graph output ``output`` (N, A, 5 + nc) by the four NMS outputs."""
-    import numpy as np
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+class _Builder:
+    """Nodes and constants under the ``/nms/`` name scope of one graph."""
 
+    def __init__(self, graph: Any) -> None:
+        self.graph = graph
+        self.nodes: list[Any] = []
+
+    def const(self, name: str, value: object, dtype: object = np.int64) -> str:
+        self.graph.initializer.append(numpy_helper.from_array(np.asarray(value, dtype=dtype), f"/nms/{name}"))
+        return f"/nms/{name}"
+
+    def __call__(self, op: str, inputs: list[str], name: str, n_out: int = 1, **attrs: object) -> list[str]:
+        outs = [name] if name in NMS_OUTPUTS else [f"/nms/{name}_output_{i}" for i in range(n_out)]
+        self.nodes.append(helper.make_node(op, inputs, outs, name=f"/nms/{name}", **attrs))
+        return outs
+
+
+def _boxes_and_scores(b: _Builder, output: str) -> tuple[str, str]:
+    """(N, A, 4) xyxy boxes and (N, nc, A) scores = objectness x class probability."""
+    axis2 = b.const("axis2", [2])
+    (xy,) = b("Slice", [output, b.const("s0", [0]), b.const("s2", [2]), axis2], "xy")
+    (wh,) = b("Slice", [output, b.const("s2b", [2]), b.const("s4", [4]), axis2], "wh")
+    (obj,) = b("Slice", [output, b.const("s4b", [4]), b.const("s5", [5]), axis2], "obj")
+    (cls,) = b("Slice", [output, b.const("s5b", [5]), b.const("end", [2**62]), axis2], "cls")
+    (half,) = b("Mul", [wh, b.const("half", 0.5, np.float32)], "half_wh")
+    (boxes,) = b("Concat", [b("Sub", [xy, half], "x1y1")[0], b("Add", [xy, half], "x2y2")[0]], "boxes", axis=2)
+    (scores,) = b("Transpose", [b("Mul", [obj, cls], "scores")[0]], "scores_t", perm=[0, 2, 1])
+    return boxes, scores
+
+
+def _top_detections(b: _Builder, boxes: str, scores: str, opts: NmsOptions) -> tuple[str, str]:
+    """NMS per class, then the best K (scores, flat class*A + box indices) per image."""
+    (sel,) = b("NonMaxSuppression", [
+        boxes, scores, b.const("max_per_class", [opts.topk]),
+        b.const("iou", [opts.iou_thres], np.float32), b.const("conf", [opts.conf_thres], np.float32),
+    ], "nms")  # (S, 3): batch, class, box
+    zero = helper.make_tensor("v", TensorProto.FLOAT, [1], [0.0])
+    (zeros,) = b("ConstantOfShape", [b("Shape", [scores], "shape")[0]], "zeros", value=zero)
+    (kept,) = b("ScatterND", [zeros, sel, b("GatherND", [scores, sel], "picked")[0]], "kept")  # (N, nc, A)
+    (flat,) = b("Reshape", [kept, b.const("flat_shape", [0, -1])], "flat")  # (N, nc*A)
+    (n_cand,) = b("Gather", [b("Shape", [flat], "flat_shape_of")[0], b.const("one", [1])], "n_cand")
+    (k,) = b("Min", [b.const("k", [opts.topk]), n_cand], "k")
+    vals, idx = b("TopK", [flat, k], "topk", n_out=2, axis=1, largest=1, sorted=1)
+    return vals, idx
+
+
+def _outputs(b: _Builder, boxes: str, vals: str, idx: str) -> None:
+    """The four EfficientNMS-style outputs; padding rows get zeros and class -1."""
+    axis1, axis2 = b.const("axis1", [1]), b.const("axis2o", [2])
+    (n_box,) = b("Gather", [b("Shape", [boxes], "boxes_shape")[0], axis1], "n_box")
+    (cls_idx,) = b("Div", [idx, n_box], "cls_idx")
+    (box_idx,) = b("Sub", [idx, b("Mul", [cls_idx, n_box], "cls_base")[0]], "box_idx")
+    (valid,) = b("Greater", [vals, b.const("zero", 0.0, np.float32)], "valid")
+    (valid_f,) = b("Cast", [valid], "valid_f", to=TensorProto.FLOAT)
+    shape4 = b("Concat", [b("Shape", [idx], "idx_shape")[0], b.const("four", [4])], "idx4_shape", axis=0)[0]
+    (idx4,) = b("Expand", [b("Unsqueeze", [box_idx, axis2], "box_idx_u")[0], shape4], "idx4")
+    (raw_boxes,) = b("GatherElements", [boxes, idx4], "raw_boxes", axis=1)
+    b("Mul", [raw_boxes, b("Unsqueeze", [valid_f, axis2], "valid_u")[0]], "det_boxes")
+    b("Mul", [vals, valid_f], "det_scores")
+    cls_i32 = b("Cast", [cls_idx], "cls_i32", to=TensorProto.INT32)[0]
+    b("Where", [valid, cls_i32, b.const("minus1", -1, np.int32)], "det_classes")
+    b("ReduceSum", [b("Cast", [valid], "valid_i32", to=TensorProto.INT32)[0], axis1], "num_dets", keepdims=1)
+
+
+def append_nms(proto: Any, opts: NmsOptions, output: str = "output0") -> Any:
+    """Replace the graph output ``output`` (N, A, 5 + nc) of an onnx.ModelProto by the four
+    NMS outputs."""
     opts.check()
     g = proto.graph
     out = next(o for o in g.output if o.name == output)
-    dims = out.type.tensor_type.shape.dim
-    batch = dims[0].dim_value or dims[0].dim_param or "batch"
-    nodes: list[onnx.NodeProto] = []
-
-    def const(name: str, value: object, dtype: object = np.int64) -> str:
-        g.initializer.append(numpy_helper.from_array(np.asarray(value, dtype=dtype), f"/nms/{name}"))
-        return f"/nms/{name}"
-
-    def node(op: str, inputs: list[str], name: str, n_out: int = 1, **attrs: object) -> list[str]:
-        outs = [f"/nms/{name}_output_{i}" for i in range(n_out)]
-        nodes.append(helper.make_node(op, inputs, outs, name=f"/nms/{name}", **attrs))
-        return outs
-
-    axis2, axis1 = const("axis2", [2]), const("axis1", [1])
-    (xy,) = node("Slice", [output, const("s0", [0]), const("s2", [2]), axis2], "xy")
-    (wh,) = node("Slice", [output, const("s2b", [2]), const("s4", [4]), axis2], "wh")
-    (obj,) = node("Slice", [output, const("s4b", [4]), const("s5", [5]), axis2], "obj")
-    (cls,) = node("Slice", [output, const("s5b", [5]), const("end", [2**62]), axis2], "cls")
-    (half,) = node("Mul", [wh, const("half", 0.5, np.float32)], "half_wh")
-    (x1y1,) = node("Sub", [xy, half], "x1y1")
-    (x2y2,) = node("Add", [xy, half], "x2y2")
-    (boxes,) = node("Concat", [x1y1, x2y2], "boxes", axis=2)  # (N, A, 4) xyxy
-    (scores,) = node("Mul", [obj, cls], "scores")  # (N, A, nc)
-    (scores_t,) = node("Transpose", [scores], "scores_t", perm=[0, 2, 1])  # (N, nc, A)
-    (sel,) = node("NonMaxSuppression", [
-        boxes, scores_t, const("max_per_class", [opts.topk]),
-        const("iou", [opts.iou_thres], np.float32), const("conf", [opts.conf_thres], np.float32),
-    ], "nms")  # (S, 3): batch, class, box
-    (picked,) = node("GatherND", [scores_t, sel], "picked")  # (S,)
-    (shape,) = node("Shape", [scores_t], "shape")
-    (zeros,) = node("ConstantOfShape", [shape], "zeros", value=helper.make_tensor("v", TensorProto.FLOAT, [1], [0.0]))
-    (kept,) = node("ScatterND", [zeros, sel, picked], "kept")  # (N, nc, A)
-    (flat,) = node("Reshape", [kept, const("flat_shape", [0, -1])], "flat")  # (N, nc*A)
-    (n_cand,) = node("Gather", [node("Shape", [flat], "flat_shape_of")[0], const("one", [1])], "n_cand")
-    (k,) = node("Min", [const("k", [opts.topk]), n_cand], "k")
-    vals, idx = node("TopK", [flat, k], "topk", n_out=2, axis=1, largest=1, sorted=1)
-    (n_box,) = node("Gather", [node("Shape", [boxes], "boxes_shape")[0], axis1], "n_box")
-    (cls_idx,) = node("Div", [idx, n_box], "cls_idx")
-    (box_idx,) = node("Sub", [idx, node("Mul", [cls_idx, n_box], "cls_base")[0]], "box_idx")
-    (valid,) = node("Greater", [vals, const("zero", 0.0, np.float32)], "valid")
-    (valid_f,) = node("Cast", [valid], "valid_f", to=TensorProto.FLOAT)
-    (idx4,) = node("Expand", [
-        node("Unsqueeze", [box_idx, axis2], "box_idx_u")[0],
-        node("Concat", [node("Shape", [idx], "idx_shape")[0], const("four", [4])], "idx4_shape", axis=0)[0],
-    ], "idx4")
-    (raw_boxes,) = node("GatherElements", [boxes, idx4], "raw_boxes", axis=1)
-    node("Mul", [raw_boxes, node("Unsqueeze", [valid_f, axis2], "valid_u")[0]], "det_boxes")
-    node("Mul", [vals, valid_f], "det_scores")
-    node("Where", [valid, node("Cast", [cls_idx], "cls_i32", to=TensorProto.INT32)[0], const("minus1", -1, np.int32)], "det_classes")
-    (count,) = node("Cast", [valid], "valid_i32", to=TensorProto.INT32)
-    node("ReduceSum", [count, axis1], "num_dets", keepdims=1)
-
-    rename = {f"/nms/{n}_output_0": n for n in NMS_OUTPUTS}
-    for n in nodes:
-        n.output[:] = [rename.get(o, o) for o in n.output]
-    g.node.extend(nodes)
+    dim = out.type.tensor_type.shape.dim[0]
+    batch = dim.dim_value or dim.dim_param or "batch"
+    b = _Builder(g)
+    boxes, scores = _boxes_and_scores(b, output)
+    vals, idx = _top_detections(b, boxes, scores, opts)
+    _outputs(b, boxes, vals, idx)
+    g.node.extend(b.nodes)
     g.output.remove(out)
-    k_dim = "topk"
     g.output.extend([
         helper.make_tensor_value_info("num_dets", TensorProto.INT32, [batch, 1]),
-        helper.make_tensor_value_info("det_boxes", TensorProto.FLOAT, [batch, k_dim, 4]),
-        helper.make_tensor_value_info("det_scores", TensorProto.FLOAT, [batch, k_dim]),
-        helper.make_tensor_value_info("det_classes", TensorProto.INT32, [batch, k_dim]),
+        helper.make_tensor_value_info("det_boxes", TensorProto.FLOAT, [batch, "topk", 4]),
+        helper.make_tensor_value_info("det_scores", TensorProto.FLOAT, [batch, "topk"]),
+        helper.make_tensor_value_info("det_classes", TensorProto.INT32, [batch, "topk"]),
     ])
     return proto
