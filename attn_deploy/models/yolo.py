@@ -26,7 +26,7 @@ from attn_deploy.errors import UserError
 from attn_deploy.models import common
 from attn_deploy.models.attention import AttentionSpec, attention_aliases, find_attention
 
-# yaml module name -> (class, how its row's arguments are built)
+# yaml module names -> classes; blocks that take (c1, c2, ...) from the channel bookkeeping
 CHANNEL_BLOCKS = {"Conv": common.Conv, "Bottleneck": common.Bottleneck, "C3": common.C3,
                   "SPP": common.SPP, "SPPF": common.SPPF, "Focus": common.Focus}
 REPEATED_BLOCKS = {"C3"}  # blocks that take the repeat count as an argument
