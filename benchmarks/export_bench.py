@@ -32,7 +32,7 @@ def latencies(
     ort = OnnxrtRunner(onnx_path, spinning=False)
     feed = {"images": x}
     xt = torch.from_numpy(x)
-    steps = (lambda: ort.infer(feed), lambda: _torch(model, xt), lambda: base.infer(feed))
+    steps = (lambda: ort.run(feed), lambda: _torch(model, xt), lambda: base.run(feed))
     for step in steps:  # warm-up
         step()
     times: list[list[float]] = [[], [], []]

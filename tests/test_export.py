@@ -80,7 +80,7 @@ def test_nms_graph_matches_numpy_nms_of_pytorch_output(tmp_path: Path, dynamic: 
     assert [o.name for o in proto.graph.output] == ["num_dets", "det_boxes", "det_scores", "det_classes"]
     assert "NonMaxSuppression" in result.ops and lint_onnx(proto).passed
     x = random_images(2, 256, 320, seed=7)
-    got = OnnxrtRunner(tmp_path / "e2e.onnx").infer({"images": x})
+    got = OnnxrtRunner(tmp_path / "e2e.onnx").run({"images": x})
     with torch.no_grad():
         pred = net(torch.from_numpy(x)).numpy()
     assert got["num_dets"].dtype == np.int32 and got["det_classes"].dtype == np.int32
@@ -170,7 +170,7 @@ def test_checkpoint_exports_and_matches_the_model_it_came_from(tmp_path: Path) -
         code, _, err = cli("export", "--weights", str(tmp_path / "best.pt"), "--imgsz", "320", "-o", str(tmp_path / "best.onnx"))
         assert code == 0, err
         x = random_images(1, 320, 320, seed=3)
-        got = OnnxrtRunner(tmp_path / "best.onnx").infer({"images": x})["output0"]
+        got = OnnxrtRunner(tmp_path / "best.onnx").run({"images": x})["output0"]
         with torch.no_grad():
             want = copy.deepcopy(standin).half().float().eval()(torch.from_numpy(x))[0].numpy()
         np.testing.assert_allclose(got[..., :4], want[..., :4], atol=2e-3)

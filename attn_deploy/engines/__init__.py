@@ -2,8 +2,28 @@
 
 from __future__ import annotations
 
-from attn_deploy.engines.base import Runner
+from pathlib import Path
+
+from attn_deploy.engines.base import Runner, TensorSpec
 from attn_deploy.engines.onnxrt import OnnxrtRunner
 from attn_deploy.engines.torch_runner import TorchRunner
+from attn_deploy.errors import UserError
 
-__all__ = ["OnnxrtRunner", "Runner", "TorchRunner"]
+ONNX_SUFFIXES = (".onnx",)
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+
+
+def runner_for(path: str | Path) -> Runner:
+    """The runner for a deployable file, chosen by its suffix."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"file not found: {p}")
+    suffix = p.suffix.lower()
+    if suffix in ONNX_SUFFIXES:
+        return OnnxrtRunner(p)
+    if suffix in ENGINE_SUFFIXES:
+        raise UserError(f"{p}: running TensorRT engines is not in this version yet", "compare its ONNX instead")
+    raise UserError(f"{p}: unknown model file type {suffix!r} (expected .onnx or a TensorRT .engine)")
+
+
+__all__ = ["OnnxrtRunner", "Runner", "TensorSpec", "TorchRunner", "runner_for"]

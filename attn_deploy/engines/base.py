@@ -1,18 +1,32 @@
 """The runner interface every backend implements: named inputs in, named outputs out.
 
-Modelled on Polygraphy's runners (``backend/base/runner.py``): a runner is activated (its
-session or engine loaded), runs ``infer(feed)`` any number of times, and is deactivated; the
-public method checks the feed against the runner's input names, then calls the backend's
-``infer_impl``. Runners are context managers.
+Modelled on Polygraphy's runners (``backend/base/runner.py``, where the method is called
+``infer``): a runner is activated (its session or engine loaded), runs ``run(feed)`` any
+number of times, and is deactivated; the public method checks the feed against the runner's
+inputs, then calls the backend's ``run_impl``. Runners are context managers.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from attn_deploy.errors import UserError
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A graph input or output: a dimension is an int, or a str/None where it is dynamic."""
+
+    name: str
+    shape: tuple[int | str | None, ...]
+    dtype: str  # numpy name: float32, float16, int32, ...
+
+    def fixed(self, axis: int) -> int | None:
+        d = self.shape[axis] if axis < len(self.shape) else None
+        return d if isinstance(d, int) and d > 0 else None
 
 
 class Runner:
@@ -38,16 +52,22 @@ class Runner:
             self.deactivate_impl()
             self.is_active = False
 
-    def input_names(self) -> list[str]:
+    def inputs(self) -> list[TensorSpec]:
         raise NotImplementedError
 
-    def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def output_names(self) -> list[str]:
+        raise NotImplementedError
+
+    def input_names(self) -> list[str]:
+        return [s.name for s in self.inputs()]
+
+    def run(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if not self.is_active:
             self.activate()
         missing = [n for n in self.input_names() if n not in feed]
         if missing:
             raise UserError(f"{self.name}: the feed lacks input(s) {missing} (it has {sorted(feed)})")
-        return self.infer_impl(feed)
+        return self.run_impl(feed)
 
     def activate_impl(self) -> None:
         pass
@@ -55,5 +75,5 @@ class Runner:
     def deactivate_impl(self) -> None:
         pass
 
-    def infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def run_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         raise NotImplementedError

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from attn_deploy.engines.base import Runner
+from attn_deploy.engines.base import Runner, TensorSpec
 from attn_deploy.errors import UserError
 
 
@@ -39,14 +39,20 @@ class OnnxrtRunner(Runner):
     def deactivate_impl(self) -> None:
         self.session = None
 
-    def input_names(self) -> list[str]:
+    def inputs(self) -> list[TensorSpec]:
         self.activate()
-        return [i.name for i in self.session.get_inputs()]
+        return [TensorSpec(i.name, tuple(i.shape), _numpy_type(i.type)) for i in self.session.get_inputs()]
 
     def output_names(self) -> list[str]:
         self.activate()
         return [o.name for o in self.session.get_outputs()]
 
-    def infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def run_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         outs = self.session.run(None, {k: feed[k] for k in self.input_names()})
         return dict(zip(self.output_names(), outs))
+
+
+def _numpy_type(onnx_type: str) -> str:
+    """ONNX Runtime's 'tensor(float)' -> numpy's 'float32'."""
+    inner = onnx_type.removeprefix("tensor(").removesuffix(")")
+    return {"float": "float32", "double": "float64", "float16": "float16"}.get(inner, inner)

@@ -44,11 +44,11 @@ def check_export(
     nms_ok = True
     for seed, (n, h, w) in enumerate(cases):
         feed = {INPUT: random_images(n, h, w, seed)}
-        ref, cand = torch_run.infer(feed)[OUTPUT], ort_run.infer(feed)[OUTPUT]
+        ref, cand = torch_run.run(feed)[OUTPUT], ort_run.run(feed)[OUTPUT]
         for s in compare_detections_tensor(OUTPUT, ref, cand, tol):
             per_part.setdefault(s.name, []).append(s)
         if e2e is not None:
-            got, want = e2e.infer(feed), reference_nms(ref, nms)
+            got, want = e2e.run(feed), reference_nms(ref, nms)
             paired, same = pair_detections(want, got, tol)
             for key, (a, b) in paired.items():
                 s = compare(key, a, b, *((tol.box_atol, tol.box_rtol) if key == "det_boxes" else (tol.score_atol, tol.score_rtol)))
