@@ -156,6 +156,43 @@ def lint(onnx_file: str, as_json: bool) -> None:
     _gate(report.passed, f"{len(report.findings)} node(s) TensorRT would refuse", [])
 
 
+@main.command()
+@model_options
+@click.option("--against", "candidate", required=True, type=click.Path(dir_okay=False), help="The candidate: FILE.onnx.")
+@click.option("--data", type=click.Path(), help="Images: a folder, an image, or a YOLO data.yaml (its val split, with labels: mAP).")
+@click.option("--imgsz", type=ImageSize(), help="Input size for a candidate with dynamic H, W (default 640).")
+@click.option("--max-images", type=int, help="Use at most N images.")
+@click.option("--max-map-drop", type=float, default=0.5, show_default=True, help="Gate: mAP50-95 drop in points.")
+@click.option("--min-agreement", type=float, default=0.95, show_default=True, help="Gate: detection agreement.")
+@click.option("--on-error", type=click.Choice(["skip", "fail"]), default="skip", show_default=True, help="Unreadable images or labels: leave them out, or stop.")
+@json_option
+def parity(
+    model_name: str | None, cfg: str | None, weights: str | None, candidate: str, data: str | None,
+    imgsz: tuple[int, int] | None, max_images: int | None, max_map_drop: float, min_agreement: float,
+    on_error: str, as_json: bool,
+) -> None:
+    """Judge a deployable model against PyTorch: tensors, detections, mAP (exit 1 if outside the gates)."""
+    from attn_deploy.engines import runner_for
+    from attn_deploy.models import load_model
+    from attn_deploy.parity.check import Gates, ParityOptions, check_parity
+    from attn_deploy.report import parity_table
+
+    if max_images is not None and max_images < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--max-images")
+    net = load_model(model_name, cfg, weights)
+    opts = ParityOptions(data, imgsz, max_images, on_error, Gates(min_agreement, max_map_drop))
+    with _Spinner("comparing") as status:
+        result = check_parity(net, runner_for(candidate), candidate, opts,
+                              progress=lambda done, total: status(f"comparing: {done}/{total} images"))
+    for line in result.skipped:
+        click.echo(f"attn-deploy: skipped {line}", err=True)
+    if as_json:
+        emit_json(result.to_dict())
+    else:
+        _console().print(parity_table(result))
+    _gate(result.passed, "parity gate failed", result.failures())
+
+
 def _gate(passed: bool, what: str, details: list[str]) -> None:
     """Exit 1 after a failed check, saying by how much on stderr."""
     if not passed:

@@ -11,6 +11,7 @@ from attn_deploy.models.info import ModelInfo
 
 if TYPE_CHECKING:
     from attn_deploy.exporter import ExportResult, LintReport
+    from attn_deploy.parity.check import ParityResult
 
 
 def _paper(cls: type) -> str:
@@ -89,4 +90,35 @@ def lint_table(r: LintReport) -> Table:
         t.add_row(f.node, f.op, f.reason, f.fix)
     if r.passed:
         t.add_row("(all)", ", ".join(f"{op} {n}" for op, n in sorted(r.ops.items())), "supported", "")
+    return t
+
+
+def parity_table(result: ParityResult) -> Table:
+    from rich.markup import escape
+
+    title = f"{result.candidate} vs PyTorch  ({result.images} images, {result.data})"
+    t = Table(title=escape(title), show_header=True)
+    for col in ("check", "figure", "gate", "result"):
+        t.add_column(col, justify="left" if col in ("check", "gate") else "right", no_wrap=col != "gate")
+    for s in result.tensor:
+        t.add_row(f"{s.name} max abs", f"{s.max_abs:.3g}", f"<= {s.atol:g} + {s.rtol:g}|ref| (info)",
+                  "within" if s.passed else "beyond")
+        t.add_row(f"{s.name} cosine", f"{s.cosine:.6f}", "", "")
+    d = result.detections
+    err = d.to_dict()
+    t.add_row("detections matched / missed / extra", f"{d.matched} / {d.missed} / {d.extra}", f"IoU >= {d.iou_thres:g}, same class", "")
+    t.add_row("box error of matched (px) p99 / max", f"{err['box_error_px']['p99']:.3g} / {err['box_error_px']['max']:.3g}", "", "")
+    t.add_row("score error of matched p99 / max", f"{err['score_error']['p99']:.3g} / {err['score_error']['max']:.3g}", "", "")
+    ok = d.agreement >= result.gates.min_agreement
+    t.add_row("detection agreement", f"{d.agreement:.4f}", f">= {result.gates.min_agreement:g}", "pass" if ok else "FAIL")
+    if result.map_reference and result.map_candidate:
+        r, c = result.map_reference, result.map_candidate
+        t.add_row("mAP50 reference / candidate", f"{r.map50:.4f} / {c.map50:.4f}", "", "")
+        t.add_row("mAP50-95 reference / candidate", f"{r.map50_95:.4f} / {c.map50_95:.4f}", "", "")
+        drop = result.map_drop or 0.0
+        t.add_row("mAP50-95 drop (points)", f"{drop:.3f}", f"<= {result.gates.max_map_drop:g}",
+                  "pass" if drop <= result.gates.max_map_drop else "FAIL")
+    if result.skipped:
+        t.add_row("images skipped (unreadable)", str(len(result.skipped)), "", "")
+    t.add_row("verdict", "", "", "[green]PASS[/green]" if result.passed else "[red]FAIL[/red]")
     return t
