@@ -32,6 +32,7 @@ _NUMPY_DATA = re.compile(
     r"^numpy\.(_?core\.multiarray\.(_reconstruct|scalar)|ndarray|dtype|dtypes\.\w+DType)$"
 )
 BN_STATS = ("running_mean", "running_var", "num_batches_tracked")
+FORMAT = "attn-deploy-checkpoint/1"
 
 
 class RefusedCall(Exception):
@@ -169,6 +170,8 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     if not p.is_file():
         raise UserError(f"weights file not found: {p}")
     obj = safe_load(p)
+    if isinstance(obj, dict) and obj.get("format") == FORMAT:
+        return _from_ours(p, obj)
     model = _pick_model(obj)
     if isinstance(model, Record):
         return _from_record(p, model)
@@ -218,3 +221,27 @@ def _from_record(path: Path, model: Record) -> Checkpoint:
         path, layers, yaml=cfg, names=[str(n) for n in names] if names else None,
         stride=stride.tolist() if isinstance(stride, Tensor) else None, records=records,
     )
+
+
+def write_checkpoint(path: str | Path, model: Any, extra: dict[str, Any] | None = None, half: bool = True) -> Path:
+    """Our own checkpoint: plain data only (yaml, class names, a state dict, ``extra``), so
+    it reads back through the same safe loader; float tensors in half precision by default
+    (as yolov5 saves), which halves the file and is what the loaded model then holds."""
+    import io
+
+    from attn_deploy.files import atomic_write
+
+    state = {k: (v.half() if half and v.is_floating_point() else v).clone() for k, v in model.state_dict().items()}
+    doc = {"format": FORMAT, "yaml": model.yaml, "names": list(model.names), "state_dict": state, **(extra or {})}
+    buf = io.BytesIO()
+    torch.save(doc, buf)
+    return atomic_write(path, buf.getvalue())
+
+
+def _from_ours(path: Path, obj: dict[str, Any]) -> Checkpoint:
+    state, cfg = obj.get("state_dict"), obj.get("yaml")
+    if _state_dict(state) is None or not isinstance(cfg, dict):
+        raise UserError(f"{path}: an attn-deploy checkpoint without its yaml or state dict")
+    names = obj.get("names")
+    return Checkpoint(path, _group_by_layer(_state_dict(state), path), yaml=cfg,
+                      names=[str(n) for n in names] if isinstance(names, list) else None)
