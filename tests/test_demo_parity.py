@@ -7,6 +7,7 @@ import json
 import re
 from pathlib import Path
 
+import cv2
 import numpy as np
 import onnx
 import pytest
@@ -16,7 +17,7 @@ from onnx import numpy_helper
 
 from attn_deploy.cli import main
 from attn_deploy.models.checkpoint import read_checkpoint, safe_load
-from attn_deploy.train.shapes import CLASSES, write_dataset
+from attn_deploy.train.shapes import CLASSES, ShapesSpec, make_image, write_dataset
 
 DEMO = Path(__file__).resolve().parent.parent / "demo" / "yolov5n-ca-shapes.pt"
 
@@ -71,3 +72,22 @@ def test_a_damaged_onnx_fails_the_gate(demo_onnx: Path, shapes_val: Path, tmp_pa
     code, doc = parity(damaged, shapes_val)
     assert code == 1 and not doc["passed"]
     assert doc["detections"]["agreement"] < 0.95 and np.isfinite(doc["map_drop"])
+
+
+def test_bad_inputs_are_one_line(demo_onnx: Path, tmp_path: Path) -> None:
+    missing = CliRunner().invoke(main, ["parity", "--weights", str(DEMO), "--against", str(tmp_path / "no.onnx")])
+    assert missing.exit_code == 2 and missing.stderr.count("\n") == 1 and "file not found" in missing.stderr
+    wrong = CliRunner().invoke(main, ["parity", "--weights", str(DEMO), "--against", str(demo_onnx), "--imgsz", "640"])
+    assert wrong.exit_code == 2 and "fixed at 320,320" in wrong.stderr
+
+
+def test_unreadable_images_are_named_and_skipped_or_refused(demo_onnx: Path, tmp_path: Path) -> None:
+    cv2.imwrite(str(tmp_path / "good.jpg"), make_image(ShapesSpec(), "val", 0)[0])
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
+    args = ["parity", "--weights", str(DEMO), "--against", str(demo_onnx), "--data", str(tmp_path), "--json"]
+    skipped = CliRunner().invoke(main, args)
+    assert skipped.exit_code == 0 and "skipped" in skipped.stderr and "broken.jpg" in skipped.stderr
+    doc = json.loads(skipped.stdout)
+    assert doc["images"] == 1 and doc["detections"]["matched"] > 0 and "map50" not in doc
+    refused = CliRunner().invoke(main, [*args, "--on-error", "fail"])
+    assert refused.exit_code == 2 and "broken.jpg: not a decodable image" in refused.stderr

@@ -29,6 +29,7 @@ def run(data: Path, out: Path, model_name: str, recipe: Recipe) -> dict[str, flo
     net.names = list(names)
     start = time.perf_counter()
     def progress(epoch: int, ema: object) -> str:
+        """A val mAP now and then to watch; the figure that counts is measured on the file."""
         if epoch % 4 and epoch != recipe.epochs - 1:
             return ""
         r = evaluate(ema.ema, data, recipe.imgsz)  # type: ignore[attr-defined]

@@ -14,7 +14,7 @@ import copy
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -162,7 +162,3 @@ def _set_lr(opt: torch.optim.Optimizer, recipe: Recipe, step: int, total: int) -
     lr = recipe.lr * cos * min(1.0, (step + 1) / recipe.warmup_iters)
     for g in opt.param_groups:
         g["lr"] = lr
-
-
-def recipe_dict(recipe: Recipe) -> dict[str, Any]:
-    return asdict(recipe)
