@@ -10,6 +10,8 @@ from rich.table import Table
 from attn_deploy.models.info import ModelInfo
 
 if TYPE_CHECKING:
+    from attn_deploy.engines.bench import BenchResult
+    from attn_deploy.engines.build import BuildResult
     from attn_deploy.exporter import ExportResult, LintReport
     from attn_deploy.parity.check import ParityResult
 
@@ -121,4 +123,39 @@ def parity_table(result: ParityResult) -> Table:
     if result.skipped:
         t.add_row("images skipped (unreadable)", str(len(result.skipped)), "", "")
     t.add_row("verdict", "", "", "[green]PASS[/green]" if result.passed else "[red]FAIL[/red]")
+    return t
+
+
+def build_table(result: BuildResult) -> Table:
+    t = Table(title=f"{result.sidecar['onnx']['file']} -> {result.engine}", show_header=False)
+    s = result.sidecar
+    gpu = s.get("gpu") or {}
+    rows = [
+        ("TensorRT", s["tensorrt"]), ("GPU", f"{gpu.get('name', '?')} (compute {gpu.get('compute_capability', '?')})"),
+        ("precision", f"{s['precision']} requested; ONNX carries {s['onnx_precision']}; {s['plan']['note'] or 'as requested'}"),
+        ("profiles", "; ".join(f"{p['input']}: {p['min']} / {p['opt']} / {p['max']}" for p in s["profiles"]) or "static"),
+        ("build time", f"{s['build_seconds']} s; sidecar {result.engine.name}.json"),
+    ]
+    for k, v in rows:
+        t.add_row(k, str(v))
+    return t
+
+
+def bench_table(results: list[BenchResult]) -> Table:
+    first = results[0]
+    title = f"bench: batch {first.batch}, {first.imgsz[0]}x{first.imgsz[1]}, {first.device}; latency in ms"
+    t = Table(title=title, show_header=True)
+    cols = ["target", "backend", "precision", "images/s", "ratio", "min", "mean", "median", "p90", "p95", "p99", "max"]
+    if any(r.parts for r in results):
+        cols += ["h2d", "compute", "d2h"]
+    for c in cols:
+        t.add_column(c, justify="left" if c in ("target", "backend", "precision") else "right",
+                     overflow="fold", min_width=16 if c == "target" else None)
+    for r in results:
+        lat = r.latency
+        row = [r.label, r.backend, r.precision, f"{r.throughput:.1f}", f"{r.throughput / first.throughput:.2f}",
+               *(f"{getattr(lat, k):.2f}" for k in ("min", "mean", "median", "p90", "p95", "p99", "max"))]
+        if "h2d" in cols:
+            row += [f"{r.parts[p].median:.3f}" if p in r.parts else "" for p in ("h2d", "compute", "d2h")]
+        t.add_row(*row)
     return t

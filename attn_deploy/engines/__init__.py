@@ -22,7 +22,9 @@ def runner_for(path: str | Path) -> Runner:
     if suffix in ONNX_SUFFIXES:
         return OnnxrtRunner(p)
     if suffix in ENGINE_SUFFIXES:
-        raise UserError(f"{p}: running TensorRT engines is not in this version yet", "compare its ONNX instead")
+        from attn_deploy.engines.trt import TrtRunner
+
+        return TrtRunner(p)
     raise UserError(f"{p}: unknown model file type {suffix!r} (expected .onnx or a TensorRT .engine)")
 
 

@@ -1,0 +1,176 @@
+"""``build``: an ONNX into a TensorRT engine, through Polygraphy's builder loaders.
+
+Precision policy (DESIGN.md). An ONNX that carries its own precision (Q/DQ nodes, or float16
+tensors) is built *strongly typed* on TensorRT 10 and newer: TensorRT keeps the types the
+graph states, which is how TensorRT 11 builds everything. A float32 ONNX with
+``--precision fp16|int8|best`` uses the builder flags on TensorRT 8.x-10.x, which still have
+them; on 11 and newer the answer is the ``calib`` command that writes the right ONNX.
+INT8 from a float32 ONNX needs calibration data: ``calib`` (explicit Q/DQ) is the way.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from attn_deploy.engines.trt import gpu_info, require_tensorrt
+from attn_deploy.errors import UserError
+from attn_deploy.files import atomic_write, sha256
+
+PRECISIONS = ("fp32", "fp16", "int8", "best")
+QDQ = {"QuantizeLinear", "DequantizeLinear"}
+Shape = tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How the builder is configured for an ONNX's own precision and the one requested."""
+
+    strongly_typed: bool = False
+    fp16: bool = False
+    int8: bool = False
+    note: str = ""
+
+
+def onnx_precision(model: onnx.ModelProto) -> str:
+    """'int8' for a Q/DQ graph, 'fp16' when float16 tensors appear, else 'fp32'."""
+    g = model.graph
+    if any(n.op_type in QDQ for n in g.node):
+        return "int8"
+    f16 = onnx.TensorProto.FLOAT16
+    typed = [*g.input, *g.output, *g.value_info]
+    if any(t.data_type == f16 for t in g.initializer) or any(v.type.tensor_type.elem_type == f16 for v in typed):
+        return "fp16"
+    return "fp32"
+
+
+def plan_build(carried: str, requested: str, trt_major: int, onnx_name: str = "FILE.onnx") -> Plan:
+    """The builder settings, or a UserError saying which command makes a buildable ONNX."""
+    if requested not in PRECISIONS:
+        raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, not {requested!r}")
+    if carried != "fp32":
+        if trt_major >= 10:
+            return Plan(strongly_typed=True, note=f"the ONNX carries its precision ({carried}): built strongly typed")
+        return Plan(fp16=True, int8=carried == "int8", note=f"{carried} ONNX on TensorRT {trt_major}: precision flags")
+    if requested == "fp32":
+        return Plan()
+    calib = f"attn-deploy calib {onnx_name} --precision {'fp16' if requested == 'fp16' else 'int8'}"
+    if trt_major >= 11:
+        raise UserError(f"TensorRT {trt_major} builds the precision the ONNX states; this ONNX is float32",
+                        f"make a {requested} ONNX with '{calib}' and build that")
+    if requested in ("int8",):
+        raise UserError("INT8 from a float32 ONNX needs calibration", f"run '{calib}' and build its output")
+    return Plan(fp16=True, note="float32 ONNX: TensorRT's FP16 flag" + (" (best: INT8 needs a Q/DQ ONNX)" if requested == "best" else ""))
+
+
+def parse_shape(text: str) -> Shape:
+    """'1x3x640x640' -> (1, 3, 640, 640)."""
+    if not re.fullmatch(r"\d+(x\d+)*", text.strip()):
+        raise UserError(f"{text!r} is not a shape like 1x3x640x640")
+    return tuple(int(v) for v in text.strip().split("x"))
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    precision: str = "fp32"
+    workspace_gib: float | None = None
+    shapes: tuple[Shape, Shape, Shape] | None = None  # min, opt, max for a dynamic input
+    timing_cache: Path | None = None
+    dla_core: int | None = None
+    gpu_fallback: bool = False
+
+
+@dataclass
+class BuildResult:
+    engine: Path
+    sidecar: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"engine": str(self.engine), **self.sidecar}
+
+
+def input_profile(model: onnx.ModelProto, shapes: tuple[Shape, Shape, Shape] | None,
+                  export: dict[str, Any] | None) -> tuple[str, tuple[Shape, Shape, Shape]] | None:
+    """(input name, (min, opt, max)) for a dynamic input; None for a static one."""
+    (inp,) = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in inp.type.tensor_type.shape.dim]
+    if None not in dims:
+        if shapes:
+            raise UserError(f"{inp.name} is static {'x'.join(map(str, dims))}: --min/--opt/--max-shape apply to dynamic inputs")
+        return None
+    if shapes is None:
+        if not export or "imgsz" not in export:
+            raise UserError(f"{inp.name} is dynamic ({dims}): give --min-shape, --opt-shape and --max-shape")
+        one = (1, 3, *export["imgsz"])
+        shapes = (one, one, one)
+    for s in shapes:
+        if len(s) != len(dims) or any(d is not None and d != v for d, v in zip(dims, s)):
+            raise UserError(f"shape {'x'.join(map(str, s))} does not fit {inp.name} {dims}")
+    lo, opt, hi = shapes
+    if not all(a <= b <= c for a, b, c in zip(lo, opt, hi)):
+        raise UserError("profile shapes must satisfy min <= opt <= max in every dimension")
+    return inp.name, shapes
+
+
+def build_engine(onnx_path: str | Path, output: str | Path | None, opts: BuildOptions) -> BuildResult:
+    src = Path(onnx_path)
+    if not src.is_file():
+        raise UserError(f"ONNX file not found: {src}")
+    raw = src.read_bytes()
+    try:
+        model = onnx.load_from_string(raw)
+    except Exception as e:  # onnx raises DecodeError and friends
+        raise UserError(f"{src} is not an ONNX model ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from e
+    export = _export_sidecar(src)
+    profile = input_profile(model, opts.shapes, export)
+    carried = onnx_precision(model)
+    trt = require_tensorrt()
+    plan = plan_build(carried, opts.precision, int(trt.__version__.split(".")[0]), src.name)
+    out = Path(output) if output else src.with_suffix(".engine")
+    start = time.perf_counter()
+    data = _build(src, plan, profile, opts)
+    sidecar = {
+        "tensorrt": trt.__version__, "gpu": gpu.to_dict() if (gpu := gpu_info()) else None,
+        "precision": opts.precision, "onnx_precision": carried, "plan": asdict(plan),
+        "profiles": [{"input": profile[0], "min": profile[1][0], "opt": profile[1][1], "max": profile[1][2]}] if profile else [],
+        "onnx": {"file": src.name, "sha256": sha256(raw)}, "export": export,
+        "build_seconds": round(time.perf_counter() - start, 1),
+    }
+    atomic_write(out, data)
+    atomic_write(out.with_name(out.name + ".json"), json.dumps(sidecar, indent=2).encode())
+    return BuildResult(out, sidecar)
+
+
+def _export_sidecar(src: Path) -> dict[str, Any] | None:
+    side = src.with_suffix(".json")
+    try:
+        return json.loads(side.read_text()) if side.is_file() else None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+
+
+def _build(src: Path, plan: Plan, profile: tuple[str, tuple[Shape, Shape, Shape]] | None, opts: BuildOptions) -> bytes:
+    """Polygraphy's loaders: parse, configure, build; TensorRT's failure becomes one line."""
+    import tensorrt as trt
+    from polygraphy.backend.trt import CreateConfig, EngineBytesFromNetwork, NetworkFromOnnxPath, PostprocessConfig, Profile
+
+    network = NetworkFromOnnxPath(str(src), strongly_typed=True) if plan.strongly_typed else NetworkFromOnnxPath(str(src))
+    profiles = [Profile().add(profile[0], *profile[1])] if profile else None
+    config: Any = CreateConfig(
+        fp16=plan.fp16, int8=plan.int8, profiles=profiles,
+        memory_pool_limits={trt.MemoryPoolType.WORKSPACE: int(opts.workspace_gib * 2**30)} if opts.workspace_gib else None,
+        load_timing_cache=str(opts.timing_cache) if opts.timing_cache and opts.timing_cache.is_file() else None,
+        use_dla=opts.dla_core is not None, allow_gpu_fallback=opts.gpu_fallback,
+    )
+    if opts.dla_core is not None:
+        config = PostprocessConfig(config, lambda _b, _n, c: setattr(c, "DLA_core", opts.dla_core))
+    try:
+        return bytes(EngineBytesFromNetwork(network, config, save_timing_cache=str(opts.timing_cache) if opts.timing_cache else None)())
+    except Exception as e:  # PolygraphyException carries TensorRT's error log
+        raise UserError(f"TensorRT could not build {src.name}: {str(e).strip().splitlines()[-1]}") from e
