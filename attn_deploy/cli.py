@@ -205,11 +205,12 @@ def parity(
 @click.option("--timing-cache", type=click.Path(dir_okay=False), help="Read and update this tactic timing cache.")
 @click.option("--dla-core", type=int, help="Build for this DLA core (Jetson AGX/NX).")
 @click.option("--gpu-fallback", is_flag=True, help="With --dla-core: layers DLA cannot run go to the GPU.")
+@click.option("--calib-cache", type=click.Path(dir_okay=False), help="Implicit INT8 (TensorRT 8.x-10.x): the cache 'calib --cache' wrote.")
 @json_option
 def build(
     onnx_file: str, output: str | None, precision: str, workspace: float | None, min_shape: str | None,
     opt_shape: str | None, max_shape: str | None, timing_cache: str | None, dla_core: int | None,
-    gpu_fallback: bool, as_json: bool,
+    gpu_fallback: bool, calib_cache: str | None, as_json: bool,
 ) -> None:
     """Build a TensorRT engine from ONNX_FILE (FILE.engine + FILE.engine.json)."""
     from pathlib import Path
@@ -221,7 +222,8 @@ def build(
     if given and len(given) != 3:
         raise click.BadParameter("give all three of --min-shape, --opt-shape, --max-shape", param_hint="--min-shape")
     shapes = tuple(parse_shape(x) for x in given) if given else None
-    opts = BuildOptions(precision, workspace, shapes, Path(timing_cache) if timing_cache else None, dla_core, gpu_fallback)
+    opts = BuildOptions(precision, workspace, shapes, Path(timing_cache) if timing_cache else None, dla_core, gpu_fallback,
+                        Path(calib_cache) if calib_cache else None)
     with _Spinner("building the engine"):
         result = build_engine(onnx_file, output, opts)
     if as_json:
@@ -275,6 +277,41 @@ def bench(
         emit_json({"results": doc} if compare else doc[0])
     else:
         _console(124).print(bench_table(results))
+
+
+@main.command()
+@click.argument("onnx_file", type=click.Path(dir_okay=False))
+@click.option("--precision", type=click.Choice(["int8", "fp16"]), required=True)
+@click.option("--data", type=click.Path(), help="Calibration images: a folder or a data.yaml (its train split).")
+@click.option("--images", type=click.IntRange(1), default=64, show_default=True, help="Calibration images used.")
+@click.option("--method", type=click.Choice(["entropy", "max", "percentile"]), default="max", show_default=True,
+              help="INT8 activation calibration.")
+@click.option("--exclude", multiple=True, default=("auto",), show_default=True,
+              help="auto (measure), none (quantize everything), or node-name patterns (regex), repeatable.")
+@click.option("--val", type=click.Path(), help="Validation images (default: --data's val split).")
+@click.option("--max-map-drop", type=float, default=0.5, show_default=True,
+              help="Budget: mAP50-95 points (disagreement %% without labels).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Default FILE.int8.onnx / FILE.fp16.onnx.")
+@click.option("--cache", type=click.Path(dir_okay=False), help="INT8: also write a TensorRT calibration cache.")
+@json_option
+def calib(
+    onnx_file: str, precision: str, data: str | None, images: int, method: str, exclude: tuple[str, ...],
+    val: str | None, max_map_drop: float, output: str | None, cache: str | None, as_json: bool,
+) -> None:
+    """FP16 or INT8 (Q/DQ) ONNX from a float32 one, measured on validation images (exit 1 over budget)."""
+    from attn_deploy.calib.calibrate import CalibOptions, calibrate
+    from attn_deploy.report import calib_table
+
+    if len(exclude) > 1 and ("auto" in exclude or "none" in exclude):
+        raise click.BadParameter("auto and none stand alone", param_hint="--exclude")
+    opts = CalibOptions(precision, data, images, method, exclude, val, max_map_drop, output, cache)
+    with _Spinner("calibrating") as status:
+        result = calibrate(onnx_file, opts, progress=status)
+    if as_json:
+        emit_json(result.to_dict())
+    else:
+        _console().print(calib_table(result))
+    _gate(result.passed, "calibration outside the budget", result.failures())
 
 
 def _gate(passed: bool, what: str, details: list[str]) -> None:

@@ -10,6 +10,7 @@ from rich.table import Table
 from attn_deploy.models.info import ModelInfo
 
 if TYPE_CHECKING:
+    from attn_deploy.calib.calibrate import CalibResult
     from attn_deploy.engines.bench import BenchResult
     from attn_deploy.engines.build import BuildResult
     from attn_deploy.exporter import ExportResult, LintReport
@@ -158,4 +159,30 @@ def bench_table(results: list[BenchResult]) -> Table:
         if "h2d" in cols:
             row += [f"{r.parts[p].median:.3f}" if p in r.parts else "" for p in ("h2d", "compute", "d2h")]
         t.add_row(*row)
+    return t
+
+
+def calib_table(result: CalibResult) -> Table:
+    from rich.markup import escape
+
+    labelled = result.reference.map50_95 is not None
+    t = Table(title=escape(f"{result.precision.upper()} {result.output}  (calibration: {result.images} images of "
+                           f"{result.calibration}; validation: {result.val})"), show_header=True)
+    for col in ("model", "mAP50", "mAP50-95", "agreement", "damage"):
+        t.add_column(col, justify="left" if col == "model" else "right", no_wrap=True)
+
+    def row(name: str, s: Any) -> None:
+        fmt = lambda v: f"{v:.4f}" if v is not None else "-"  # noqa: E731
+        t.add_row(name, fmt(s.map50), fmt(s.map50_95), f"{s.agreement:.4f}", f"{s.damage(result.reference):.2f}")
+
+    row("float32", result.reference)
+    if result.naive is not None:
+        row(f"INT8 everything ({result.method})", result.naive)
+    for s in result.sensitivity:
+        t.add_row(f"  {s.group}{' (attention)' if s.attention else ''}", "", "",
+                  f"alone {s.alone:.2f}" if s.alone is not None else "", f"kept out {s.kept:.2f}")
+    row(f"{result.precision.upper()} final" + (f", kept: {', '.join(result.kept)}" if result.kept else ""), result.final)
+    unit = "mAP50-95 points" if labelled else "disagreement %"
+    verdict = "[green]within[/green]" if result.passed else "[red]OVER[/red]"
+    t.add_row(f"budget {result.budget:g} ({unit})", "", "", "", verdict)
     return t

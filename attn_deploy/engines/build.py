@@ -50,7 +50,7 @@ def onnx_precision(model: onnx.ModelProto) -> str:
     return "fp32"
 
 
-def plan_build(carried: str, requested: str, trt_major: int, onnx_name: str = "FILE.onnx") -> Plan:
+def plan_build(carried: str, requested: str, trt_major: int, onnx_name: str = "FILE.onnx", cache: bool = False) -> Plan:
     """The builder settings, or a UserError saying which command makes a buildable ONNX."""
     if requested not in PRECISIONS:
         raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, not {requested!r}")
@@ -64,8 +64,11 @@ def plan_build(carried: str, requested: str, trt_major: int, onnx_name: str = "F
     if trt_major >= 11:
         raise UserError(f"TensorRT {trt_major} builds the precision the ONNX states; this ONNX is float32",
                         f"make a {requested} ONNX with '{calib}' and build that")
-    if requested in ("int8",):
-        raise UserError("INT8 from a float32 ONNX needs calibration", f"run '{calib}' and build its output")
+    if requested in ("int8", "best") and cache:
+        return Plan(fp16=requested == "best", int8=True, note="implicit INT8 from the calibration cache")
+    if requested == "int8":
+        raise UserError("INT8 from a float32 ONNX needs calibration",
+                        f"run '{calib}' and build its output, or pass the --calib-cache it can write")
     return Plan(fp16=True, note="float32 ONNX: TensorRT's FP16 flag" + (" (best: INT8 needs a Q/DQ ONNX)" if requested == "best" else ""))
 
 
@@ -84,6 +87,7 @@ class BuildOptions:
     timing_cache: Path | None = None
     dla_core: int | None = None
     gpu_fallback: bool = False
+    calib_cache: Path | None = None  # implicit INT8 (TensorRT 8.x-10.x) from 'calib --cache'
 
 
 @dataclass
@@ -131,7 +135,9 @@ def build_engine(onnx_path: str | Path, output: str | Path | None, opts: BuildOp
     profile = input_profile(model, opts.shapes, export)
     carried = onnx_precision(model)
     trt = require_tensorrt()
-    plan = plan_build(carried, opts.precision, int(trt.__version__.split(".")[0]), src.name)
+    if opts.calib_cache is not None and not opts.calib_cache.is_file():
+        raise UserError(f"calibration cache not found: {opts.calib_cache}")
+    plan = plan_build(carried, opts.precision, int(trt.__version__.split(".")[0]), src.name, opts.calib_cache is not None)
     out = Path(output) if output else src.with_suffix(".engine")
     start = time.perf_counter()
     data = _build(src, plan, profile, opts)
@@ -155,6 +161,13 @@ def _export_sidecar(src: Path) -> dict[str, Any] | None:
         return None
 
 
+def _calibrator(cache: Path) -> Any:
+    from attn_deploy.calib.cache import read_cache, trt_calibrator
+
+    read_cache(cache)  # a malformed cache is a user error here, not a TensorRT failure later
+    return trt_calibrator(cache)
+
+
 def _build(src: Path, plan: Plan, profile: tuple[str, tuple[Shape, Shape, Shape]] | None, opts: BuildOptions) -> bytes:
     """Polygraphy's loaders: parse, configure, build; TensorRT's failure becomes one line."""
     import tensorrt as trt
@@ -167,6 +180,7 @@ def _build(src: Path, plan: Plan, profile: tuple[str, tuple[Shape, Shape, Shape]
         memory_pool_limits={trt.MemoryPoolType.WORKSPACE: int(opts.workspace_gib * 2**30)} if opts.workspace_gib else None,
         load_timing_cache=str(opts.timing_cache) if opts.timing_cache and opts.timing_cache.is_file() else None,
         use_dla=opts.dla_core is not None, allow_gpu_fallback=opts.gpu_fallback,
+        calibrator=_calibrator(opts.calib_cache) if plan.int8 and opts.calib_cache else None,
     )
     if opts.dla_core is not None:
         config = PostprocessConfig(config, lambda _b, _n, c: setattr(c, "DLA_core", opts.dla_core))

@@ -141,4 +141,13 @@ def sidecar(net: DetectionModel, proto: Any, result: ExportResult, source: dict[
         "lint": {"passed": result.lint.passed, "tensorrt": result.lint.tensorrt,
                  "findings": len(result.lint.findings)} if result.lint is not None else None,
         "parity": result.parity.to_dict() if result.parity is not None else None,
+        "layers": layer_table(net),
     }
+
+
+def layer_table(net: DetectionModel) -> list[dict[str, Any]]:
+    """The yaml rows as the ONNX names them: layer i's nodes are named ``/model.i/...``."""
+    from attn_deploy.models.attention.base import AttentionModule
+
+    return [{"index": i, "module": type(m).__name__, "attention": isinstance(m, AttentionModule)}
+            for i, m in enumerate(net.model)]

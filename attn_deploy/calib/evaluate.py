@@ -1,0 +1,89 @@
+"""Scoring a candidate ONNX against the float32 one on a validation set, in ONNX Runtime.
+
+The validation images are letterboxed once (the parity loader) and kept; each candidate is
+scored by mAP50-95 from pycocotools when labels exist, and always by detection agreement with
+the float32 model's detections (the same NMS and matcher as ``parity``). Damage is measured in
+mAP50-95 points when labelled, else as (1 - agreement) x 100.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from attn_deploy.data import Batch, ImageLoader, load_data
+from attn_deploy.engines import OnnxrtRunner
+from attn_deploy.errors import UserError
+from attn_deploy.parity.coco import CocoEvaluator
+from attn_deploy.parity.match import Agreement
+from attn_deploy.parity.nms import Detections
+from attn_deploy.parity.postprocess import MAP_NMS, SHIP_NMS, postprocess
+
+
+@dataclass(frozen=True)
+class Score:
+    map50: float | None
+    map50_95: float | None
+    agreement: float
+
+    def damage(self, reference: Score) -> float:
+        """How much worse than the reference: mAP50-95 points, or disagreement in percent."""
+        if self.map50_95 is not None and reference.map50_95 is not None:
+            return (reference.map50_95 - self.map50_95) * 100
+        return (1 - self.agreement) * 100
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"map50": self.map50, "map50_95": self.map50_95, "agreement": self.agreement}
+
+
+class Evaluator:
+    def __init__(self, data: str | Path, imgsz: tuple[int, int], batch: int, max_images: int | None) -> None:
+        source = load_data(data)
+        self.labelled, self.nc = source.labelled, len(source.names or [])
+        self.batch = batch
+        self.batches: list[Batch] = list(ImageLoader(source, imgsz, batch, "skip", max_images))
+        self.images = sum(len(b) for b in self.batches)
+        self.reference: list[Detections] = []
+        self.reference_score: Score | None = None
+
+    def set_reference(self, model: bytes | str | Path) -> Score:
+        self.reference = []
+        self.reference_score = self.score(model, keep=True)
+        return self.reference_score
+
+    def score(self, model: bytes | str | Path, keep: bool = False) -> Score:
+        agreement = Agreement()
+        ev = CocoEvaluator(self.nc) if self.labelled else None
+        k = 0
+        with OnnxrtRunner(model) as run:
+            name = run.input_names()[0]
+            for b in self.batches:
+                pred = run.run({name: b.padded(self.batch)})["output0"][: len(b)]
+                for i, det in enumerate(postprocess(pred, b.placements, SHIP_NMS)):
+                    if keep:
+                        self.reference.append(det)
+                    agreement.add(self.reference[k + i], det)
+                if ev is not None:
+                    for placed, labels, det in zip(b.placements, b.labels, postprocess(pred, b.placements, MAP_NMS)):
+                        ev.add(placed.shape, labels, det)
+                k += len(b)
+        m = ev.evaluate() if ev is not None else None
+        return Score(m.map50 if m else None, m.map50_95 if m else None, agreement.agreement)
+
+
+def calibration_images(data: str | Path, imgsz: tuple[int, int], count: int) -> tuple[np.ndarray, str]:
+    """The first ``count`` readable images of a folder, or of a data.yaml's train split (its
+    val split when train is empty), letterboxed exactly as inference sees them:
+    (N, 3, H, W) float32, and where they came from."""
+    path = Path(data)
+    try:
+        source = load_data(path, "train") if path.suffix.lower() in (".yaml", ".yml") else load_data(path)
+    except UserError:
+        source = load_data(path, "val")
+    images = [b.images for b in ImageLoader(source, imgsz, 16, "skip", count)]
+    if not images:
+        raise UserError(f"no readable calibration images in {source.origin}")
+    return np.concatenate(images), source.origin

@@ -1,0 +1,72 @@
+"""INT8 Q/DQ by NVIDIA Model Optimizer's ONNX post-training quantization.
+
+Model Optimizer places Q/DQ pairs where TensorRT fuses them (convolution inputs and weights,
+residual adds, concats, pools); we decide which nodes stay out (``exclude``) or which alone
+go in (``only``), feed it our letterboxed calibration images, and read back its file.
+Excluded nodes run in ``high_precision`` (float16 by default: what TensorRT runs fastest
+beside INT8; float32 on request).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from attn_deploy.errors import UserError
+
+METHODS = {"entropy": "entropy", "max": "max"}
+MIN_ORT = (1, 30)
+
+
+def require_modelopt() -> None:
+    try:
+        import modelopt.onnx.quantization  # noqa: F401
+    except ImportError as e:
+        raise UserError(f"NVIDIA Model Optimizer's ONNX quantization is not importable ({e})",
+                        "pip install nvidia-modelopt==0.47.* onnx-graphsurgeon onnxconverter-common") from None
+
+
+def require_ort_for_int8() -> str:
+    """INT8 accuracy is only reported from ONNX Runtime >= 1.30: earlier releases truncate in
+    QuantizeLinear on float16 input (DESIGN.md), which wrecks Model Optimizer's graphs."""
+    import onnxruntime
+
+    version = onnxruntime.__version__
+    if tuple(int(x) for x in version.split(".")[:2]) < MIN_ORT:
+        raise UserError(f"ONNX Runtime {version} rounds QuantizeLinear wrongly on float16 input; "
+                        "INT8 accuracy measured with it would be false", "pip install 'onnxruntime>=1.30'")
+    return version
+
+
+def quantize_int8(src: Path, images: np.ndarray, method: str, exclude: list[str] | None = None,
+                  only: list[str] | None = None, high_precision: str = "fp16") -> bytes:
+    """The Q/DQ ONNX as bytes (Model Optimizer writes a file; it lives in a temporary folder)."""
+    if method not in METHODS:
+        raise UserError(f"--method {method}: Model Optimizer's INT8 calibrates with {' or '.join(METHODS)}",
+                        "percentile calibration is not offered by its ONNX INT8 path")
+    require_modelopt()
+    from modelopt.onnx.quantization import quantize
+
+    with tempfile.TemporaryDirectory(prefix="attn-deploy-q-") as tmp:
+        out = Path(tmp) / "q.onnx"
+        quiet_modelopt()
+        with contextlib.redirect_stdout(io.StringIO()):  # ONNX Runtime's calibrator prints its histogram sizes
+            quantize(str(src), quantize_mode="int8", calibration_data={"images": images},
+                     calibration_method=METHODS[method], calibration_eps=["cpu"], output_path=str(out),
+                     nodes_to_exclude=exclude or None, nodes_to_quantize=only or None,
+                     high_precision_dtype=high_precision, log_level="ERROR")
+        if not out.is_file():
+            raise UserError(f"Model Optimizer wrote no model for {src.name}")
+        return out.read_bytes()
+
+
+def quiet_modelopt() -> None:
+    """Model Optimizer logs every step at INFO on stderr; keep its errors only."""
+    for name in ["modelopt", *logging.root.manager.loggerDict]:
+        if name.startswith("modelopt"):
+            logging.getLogger(name).setLevel(logging.ERROR)

@@ -1,0 +1,66 @@
+"""Which groups to keep out of INT8: the decision, apart from how damage is measured.
+
+Each candidate group has two measured figures, in damage units (mAP50-95 points, or
+disagreement in percent): ``alone`` with only that group in INT8 (how much it hurts by
+itself) and ``kept`` with everything in INT8 except that group (how much is left when it is
+spared). The benefit of keeping a group is ``naive - kept``. The fewest groups: one group
+when one suffices (the one that leaves the least damage); otherwise groups are added in order
+of benefit, each combination measured, until the damage is within the budget.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Sensitivity:
+    group: str
+    layer: int
+    module: str
+    attention: bool
+    kept: float  # damage with every other group in INT8 and this one in higher precision
+    alone: float | None = None  # damage with only this group in INT8 (None: not measured)
+
+    def benefit(self, naive: float) -> float:
+        return naive - self.kept
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Decision:
+    kept: list[str]
+    damage: float
+    within: bool
+    trials: list[tuple[list[str], float]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kept": self.kept, "damage": self.damage, "within_budget": self.within,
+                "trials": [{"kept": k, "damage": d} for k, d in self.trials]}
+
+
+def choose(naive: float, table: list[Sensitivity], budget: float, measure: Callable[[list[str]], float],
+           start: list[str] | None = None, start_damage: float | None = None) -> Decision:
+    """The fewest groups to keep (after ``start``, already kept, at ``start_damage``)."""
+    kept, damage = list(start or []), naive if start_damage is None else start_damage
+    trials: list[tuple[list[str], float]] = []
+    if damage <= budget:
+        return Decision(kept, damage, True, trials)
+    if not kept:
+        singles = sorted((s for s in table if s.kept <= budget), key=lambda s: s.kept)
+        if singles:
+            return Decision([singles[0].group], singles[0].kept, True, trials)
+    order = sorted(table, key=lambda s: s.benefit(naive), reverse=True)
+    for s in order:
+        if s.group in kept:
+            continue
+        kept.append(s.group)
+        damage = s.kept if len(kept) == 1 else measure(list(kept))
+        trials.append((list(kept), damage))
+        if damage <= budget:
+            return Decision(kept, damage, True, trials)
+    return Decision(kept, damage, False, trials)

@@ -1,0 +1,182 @@
+"""calib: the exclusion decision on constructed tables, the TensorRT cache format, the ONNX
+Runtime guard, the candidate groups, and INT8 for every attention key."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+from onnx import TensorProto, helper
+
+from attn_deploy.calib.cache import activation_scales, read_cache, write_cache
+from attn_deploy.calib.groups import candidate_groups
+from attn_deploy.calib.int8 import quantize_int8, require_ort_for_int8
+from attn_deploy.calib.search import Sensitivity, choose
+from attn_deploy.cli import main
+from attn_deploy.engines import OnnxrtRunner
+from attn_deploy.errors import UserError
+from attn_deploy.exporter import lint_onnx
+from attn_deploy.exporter.export import layer_table
+from attn_deploy.exporter.torch2onnx import ExportSpec, torch_to_onnx
+from attn_deploy.models.attention import list_attention
+from attn_deploy.models.zoo import create_model
+from attn_deploy.parity.tensor import compare
+
+DEMO = Path(__file__).resolve().parent.parent / "demo" / "yolov5n-ca-shapes.pt"
+
+
+def row(name: str, kept: float, alone: float = 0.0) -> Sensitivity:
+    return Sensitivity(name, int(name[1:]), "M", False, kept, alone)
+
+
+def measuring(table: dict[tuple[str, ...], float], calls: list[list[str]]):
+    def measure(names: list[str]) -> float:
+        calls.append(list(names))
+        return table[tuple(names)]
+    return measure
+
+
+def test_nothing_kept_when_naive_is_within_budget() -> None:
+    d = choose(0.4, [row("g1", 0.1)], 0.5, measuring({}, []))
+    assert d.kept == [] and d.within and d.damage == 0.4
+
+
+def test_one_group_when_one_suffices_the_one_leaving_least() -> None:
+    calls: list[list[str]] = []
+    d = choose(3.0, [row("g1", 0.45), row("g2", 0.3), row("g3", 2.0)], 0.5, measuring({}, calls))
+    assert d.kept == ["g2"] and d.damage == 0.3 and d.within and calls == []
+
+
+def test_groups_added_by_benefit_until_within_budget() -> None:
+    calls: list[list[str]] = []
+    table = {("g2", "g1"): 0.9, ("g2", "g1", "g3"): 0.4}
+    d = choose(3.0, [row("g1", 1.5), row("g2", 1.0), row("g3", 2.5)], 0.5, measuring(table, calls))
+    assert d.kept == ["g2", "g1", "g3"] and d.damage == 0.4 and d.within
+    assert calls == [["g2", "g1"], ["g2", "g1", "g3"]]  # the first step is known from the table
+    assert d.trials == [(["g2"], 1.0), (["g2", "g1"], 0.9), (["g2", "g1", "g3"], 0.4)]
+
+
+def test_budget_out_of_reach_is_said() -> None:
+    d = choose(3.0, [row("g1", 2.0), row("g2", 2.5)], 0.5, measuring({("g1", "g2"): 1.2}, []))
+    assert not d.within and d.kept == ["g1", "g2"] and d.damage == 1.2
+
+
+def test_widening_starts_from_what_is_kept() -> None:
+    calls: list[list[str]] = []
+    d = choose(1.2, [row("g7", 0.9), row("g8", 0.6)], 0.5, measuring({("g1", "g8"): 0.45}, calls),
+               start=["g1"], start_damage=1.2)
+    assert d.kept == ["g1", "g8"] and d.within and calls == [["g1", "g8"]]
+
+
+def qdq_graph() -> onnx.ModelProto:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    inits = [helper.make_tensor("s", TensorProto.FLOAT, [], [0.0125]), helper.make_tensor("z", TensorProto.INT8, [], [0]),
+             helper.make_tensor("w", TensorProto.FLOAT, [1, 4], [1, 2, 3, 4]), helper.make_tensor("ws", TensorProto.FLOAT, [], [0.03])]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"]), helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"]),
+             helper.make_node("QuantizeLinear", ["w", "ws", "z"], ["wq"]), helper.make_node("DequantizeLinear", ["wq", "ws", "z"], ["wd"]),
+             helper.make_node("Add", ["xd", "wd"], ["y"])]
+    return helper.make_model(helper.make_graph(nodes, "g", [x], [y], inits))
+
+
+def test_calibration_cache_round_trips(tmp_path: Path) -> None:
+    scales = activation_scales(qdq_graph())
+    assert scales == {"x": pytest.approx(0.0125)}  # the weight's quantizer is not an activation
+    f = write_cache({**scales, "/model.0/conv/Conv_output_0": 0.5}, tmp_path / "calib.cache")
+    lines = f.read_text().splitlines()
+    assert lines[0] == "TRT-8601-EntropyCalibration2" and lines[1] == "/model.0/conv/Conv_output_0: 3f000000"
+    header, back = read_cache(f)
+    assert header == lines[0] and back == {"/model.0/conv/Conv_output_0": 0.5, "x": np.float32(0.0125)}
+    (tmp_path / "bad.cache").write_text("not a cache\n")
+    with pytest.raises(UserError, match="not a TensorRT calibration cache"):
+        read_cache(tmp_path / "bad.cache")
+
+
+def test_int8_accuracy_needs_onnxruntime_1_30(monkeypatch: pytest.MonkeyPatch) -> None:
+    import onnxruntime
+
+    assert require_ort_for_int8() == onnxruntime.__version__
+    monkeypatch.setattr(onnxruntime, "__version__", "1.24.4")
+    with pytest.raises(UserError, match="rounds QuantizeLinear wrongly"):
+        require_ort_for_int8()
+
+
+def test_candidate_groups_are_first_conv_attention_and_detect() -> None:
+    net = create_model("yolov5n-cbam", nc=3)
+    model = onnx.load_from_string(torch_to_onnx(net, ExportSpec((64, 64), 1)))
+    groups = candidate_groups(model, layer_table(net))
+    assert [g.name for g in groups] == ["model.0 Conv", "model.9 CBAM", "model.25 Detect"]
+    assert all(n.startswith(f"/model.{g.layer}/") for g in groups for n in g.nodes)
+    assert [g.layer for g in candidate_groups(model, None)] == [0, 25]  # without a sidecar
+
+
+@pytest.mark.parametrize("key", list_attention())
+def test_every_attention_key_quantizes_to_a_clean_runnable_graph(key: str, tmp_path: Path) -> None:
+    net = create_model(f"yolov5n-{key}", nc=3)
+    src = tmp_path / "m.onnx"
+    src.write_bytes(torch_to_onnx(net, ExportSpec((128, 128), 1)))
+    images = np.random.default_rng(0).random((4, 3, 128, 128), dtype=np.float32)
+    q = onnx.load_from_string(quantize_int8(src, images, "max"))
+    onnx.checker.check_model(q)
+    assert sum(n.op_type == "QuantizeLinear" for n in q.graph.node) > 50
+    assert all(n.domain in ("", "ai.onnx") for n in q.graph.node)
+    assert lint_onnx(q).passed
+    feed = {"images": images[:1]}
+    got, want = OnnxrtRunner(q.SerializeToString()).run(feed)["output0"], OnnxrtRunner(src).run(feed)["output0"]
+    assert got.shape == want.shape and np.isfinite(got).all()
+    assert compare("boxes", want[..., :4], got[..., :4], 0, 0).cosine > 0.99
+
+
+@pytest.fixture(scope="module")
+def demo_onnx(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    from attn_deploy.train.shapes import write_dataset
+
+    root = tmp_path_factory.mktemp("calib")
+    data = write_dataset(root / "shapes", train=16, val=24)
+    r = CliRunner().invoke(main, ["export", "--weights", str(DEMO), "--imgsz", "320", "-o", str(root / "demo.onnx")])
+    assert r.exit_code == 0, r.stderr
+    return root / "demo.onnx", data
+
+
+def test_fp16_of_the_demo_keeps_its_accuracy(demo_onnx: tuple[Path, Path]) -> None:
+    src, data = demo_onnx
+    r = CliRunner().invoke(main, ["calib", str(src), "--precision", "fp16", "--data", str(data), "--images", "8", "--json"])
+    assert r.exit_code == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["damage"] < 0.5 and doc["final"]["agreement"] > 0.98  # 24 images: 0.02 points on all 300
+    side = json.loads(src.with_name("demo.fp16.json").read_text())
+    assert side["precision"]["precision"] == "fp16" and side["names"] == ["circle", "square", "triangle", "cross", "ring"]
+    q = onnx.load(src.with_name("demo.fp16.onnx"))
+    assert q.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT  # float32 I/O kept
+
+
+def test_int8_of_the_demo_writes_a_proved_qdq_graph_and_parity_reads_it(demo_onnx: tuple[Path, Path], tmp_path: Path) -> None:
+    src, data = demo_onnx
+    out, cache = tmp_path / "demo.int8.onnx", tmp_path / "demo.cache"
+    r = CliRunner().invoke(main, ["calib", str(src), "--precision", "int8", "--data", str(data), "--images", "16",
+                                  "--exclude", "none", "--max-map-drop", "50", "-o", str(out), "--cache", str(cache), "--json"])
+    assert r.exit_code == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["lint_passed"] and doc["naive"] == doc["final"] and doc["excluded_groups"] == []
+    assert 0 < doc["final"]["map50"] <= 1 and doc["calibration"]["images"] == 16
+    assert len(read_cache(cache)[1]) > 50
+    p = CliRunner().invoke(main, ["parity", "--weights", str(DEMO), "--against", str(out), "--data", str(data), "--json"])
+    assert p.exit_code in (0, 1) and json.loads(p.stdout)["detections"]["matched"] > 50
+
+
+@pytest.mark.needs_trt
+@pytest.mark.needs_cuda
+def test_implicit_int8_engine_from_the_cache(demo_onnx: tuple[Path, Path], tmp_path: Path) -> None:
+    src, data = demo_onnx
+    cache = tmp_path / "c.cache"
+    r = CliRunner().invoke(main, ["calib", str(src), "--precision", "int8", "--data", str(data), "--images", "8",
+                                  "--exclude", "none", "--max-map-drop", "50", "--cache", str(cache), "-o", str(tmp_path / "q.onnx")])
+    assert r.exit_code == 0, r.stderr
+    b = CliRunner().invoke(main, ["build", str(src), "--precision", "int8", "--calib-cache", str(cache), "-o", str(tmp_path / "i8.engine")])
+    assert b.exit_code == 0, b.stderr
+    p = CliRunner().invoke(main, ["parity", "--weights", str(DEMO), "--against", str(tmp_path / "i8.engine"), "--data", str(data), "--json"])
+    assert json.loads(p.stdout)["detections"]["agreement"] > 0.8
