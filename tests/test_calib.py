@@ -60,6 +60,12 @@ def test_groups_added_by_benefit_until_within_budget() -> None:
     assert d.trials == [(["g2"], 1.0), (["g2", "g1"], 0.9), (["g2", "g1", "g3"], 0.4)]
 
 
+def test_a_group_that_does_not_help_is_not_kept() -> None:
+    table = {("g1", "g2"): 1.1, ("g1", "g3"): 0.45}
+    d = choose(3.0, [row("g1", 1.0), row("g2", 1.2), row("g3", 2.0)], 0.5, measuring(table, []))
+    assert d.kept == ["g1", "g3"] and d.damage == 0.45 and d.trials[1] == (["g1", "g2"], 1.1)
+
+
 def test_budget_out_of_reach_is_said() -> None:
     d = choose(3.0, [row("g1", 2.0), row("g2", 2.5)], 0.5, measuring({("g1", "g2"): 1.2}, []))
     assert not d.within and d.kept == ["g1", "g2"] and d.damage == 1.2
@@ -120,7 +126,9 @@ def test_every_attention_key_quantizes_to_a_clean_runnable_graph(key: str, tmp_p
     src = tmp_path / "m.onnx"
     src.write_bytes(torch_to_onnx(net, ExportSpec((128, 128), 1)))
     images = np.random.default_rng(0).random((4, 3, 128, 128), dtype=np.float32)
+    written = src.stat().st_mtime_ns
     q = onnx.load_from_string(quantize_int8(src, images, "max"))
+    assert src.stat().st_mtime_ns == written  # the input file is never touched
     onnx.checker.check_model(q)
     assert sum(n.op_type == "QuantizeLinear" for n in q.graph.node) > 50
     assert all(n.domain in ("", "ai.onnx") for n in q.graph.node)

@@ -21,6 +21,7 @@ from attn_deploy.calib.evaluate import Evaluator, Score, calibration_images
 from attn_deploy.calib.groups import Group, candidate_groups, layer_nodes, nodes_matching
 from attn_deploy.calib.search import Decision, Sensitivity, choose
 from attn_deploy.errors import UserError
+from attn_deploy.exporter.export import read_sidecar
 from attn_deploy.files import atomic_write
 
 Progress = Callable[[str], None]
@@ -114,7 +115,7 @@ def calibrate(src_path: str | Path, opts: CalibOptions, progress: Progress = lam
     if val is None:
         raise UserError("calib needs images: --data (a folder or a data.yaml) and/or --val", "accuracy is measured, not assumed")
     model = onnx.load(str(src))
-    sidecar = _sidecar(src)
+    sidecar = read_sidecar(src)
     batch, imgsz = _geometry(model)
     progress("reading calibration and validation images")
     images, origin = calibration_images(opts.data or val, imgsz, opts.images)
@@ -205,14 +206,6 @@ def _pattern_nodes(model: onnx.ModelProto, exclude: tuple[str, ...]) -> list[str
     if not nodes:
         raise UserError(f"--exclude {' '.join(exclude)} matches no node name (names look like /model.9/cv1/conv/Conv)")
     return nodes
-
-
-def _sidecar(src: Path) -> dict[str, Any] | None:
-    side = src.with_suffix(".json")
-    try:
-        return json.loads(side.read_text()) if side.is_file() else None
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None
 
 
 def _geometry(model: onnx.ModelProto) -> tuple[int, tuple[int, int]]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -53,10 +54,11 @@ def quantize_int8(src: Path, images: np.ndarray, method: str, exclude: list[str]
     from modelopt.onnx.quantization import quantize
 
     with tempfile.TemporaryDirectory(prefix="attn-deploy-q-") as tmp:
-        out = Path(tmp) / "q.onnx"
+        out, copy = Path(tmp) / "q.onnx", Path(tmp) / "src.onnx"
+        shutil.copyfile(src, copy)  # Model Optimizer rewrites its input file in place: never the user's
         quiet_modelopt()
         with contextlib.redirect_stdout(io.StringIO()):  # ONNX Runtime's calibrator prints its histogram sizes
-            quantize(str(src), quantize_mode="int8", calibration_data={"images": images},
+            quantize(str(copy), quantize_mode="int8", calibration_data={"images": images},
                      calibration_method=METHODS[method], calibration_eps=["cpu"], output_path=str(out),
                      nodes_to_exclude=exclude or None, nodes_to_quantize=only or None,
                      high_precision_dtype=high_precision, log_level="ERROR")
@@ -66,7 +68,11 @@ def quantize_int8(src: Path, images: np.ndarray, method: str, exclude: list[str]
 
 
 def quiet_modelopt() -> None:
-    """Model Optimizer logs every step at INFO on stderr; keep its errors only."""
+    """Model Optimizer logs every step at INFO on stderr, and its ONNX Runtime sessions warn
+    about constant folding; keep errors only."""
+    import onnxruntime
+
+    onnxruntime.set_default_logger_severity(3)
     for name in ["modelopt", *logging.root.manager.loggerDict]:
         if name.startswith("modelopt"):
             logging.getLogger(name).setLevel(logging.ERROR)

@@ -5,7 +5,8 @@ disagreement in percent): ``alone`` with only that group in INT8 (how much it hu
 itself) and ``kept`` with everything in INT8 except that group (how much is left when it is
 spared). The benefit of keeping a group is ``naive - kept``. The fewest groups: one group
 when one suffices (the one that leaves the least damage); otherwise groups are added in order
-of benefit, each combination measured, until the damage is within the budget.
+of benefit, each combination measured, a group kept only when it lowers the damage, until the
+damage is within the budget.
 """
 
 from __future__ import annotations
@@ -54,13 +55,14 @@ def choose(naive: float, table: list[Sensitivity], budget: float, measure: Calla
         singles = sorted((s for s in table if s.kept <= budget), key=lambda s: s.kept)
         if singles:
             return Decision([singles[0].group], singles[0].kept, True, trials)
-    order = sorted(table, key=lambda s: s.benefit(naive), reverse=True)
-    for s in order:
+    for s in sorted(table, key=lambda s: s.benefit(naive), reverse=True):
         if s.group in kept:
             continue
-        kept.append(s.group)
-        damage = s.kept if len(kept) == 1 else measure(list(kept))
-        trials.append((list(kept), damage))
+        trial = [*kept, s.group]
+        d = s.kept if not kept else measure(trial)
+        trials.append((trial, d))
+        if d < damage:  # a group that does not help is not kept
+            kept, damage = trial, d
         if damage <= budget:
             return Decision(kept, damage, True, trials)
     return Decision(kept, damage, False, trials)

@@ -131,7 +131,9 @@ def build_engine(onnx_path: str | Path, output: str | Path | None, opts: BuildOp
         model = onnx.load_from_string(raw)
     except Exception as e:  # onnx raises DecodeError and friends
         raise UserError(f"{src} is not an ONNX model ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from e
-    export = _export_sidecar(src)
+    from attn_deploy.exporter.export import read_sidecar
+
+    export = read_sidecar(src)
     profile = input_profile(model, opts.shapes, export)
     carried = onnx_precision(model)
     trt = require_tensorrt()
@@ -151,14 +153,6 @@ def build_engine(onnx_path: str | Path, output: str | Path | None, opts: BuildOp
     atomic_write(out, data)
     atomic_write(out.with_name(out.name + ".json"), json.dumps(sidecar, indent=2).encode())
     return BuildResult(out, sidecar)
-
-
-def _export_sidecar(src: Path) -> dict[str, Any] | None:
-    side = src.with_suffix(".json")
-    try:
-        return json.loads(side.read_text()) if side.is_file() else None
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None
 
 
 def _calibrator(cache: Path) -> Any:

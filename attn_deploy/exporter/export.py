@@ -151,3 +151,13 @@ def layer_table(net: DetectionModel) -> list[dict[str, Any]]:
 
     return [{"index": i, "module": type(m).__name__, "attention": isinstance(m, AttentionModule)}
             for i, m in enumerate(net.model)]
+
+
+def read_sidecar(onnx_path: Path) -> dict[str, Any] | None:
+    """The sidecar ``FILE.json`` beside ``FILE.onnx``, or None when absent or unreadable."""
+    side = Path(onnx_path).with_suffix(".json")
+    try:
+        doc = json.loads(side.read_text()) if side.is_file() else None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return doc if isinstance(doc, dict) else None
