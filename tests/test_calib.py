@@ -21,6 +21,7 @@ from attn_deploy.engines import OnnxrtRunner
 from attn_deploy.errors import UserError
 from attn_deploy.exporter import lint_onnx
 from attn_deploy.exporter.export import layer_table
+from attn_deploy.exporter.layers import find_boundaries, model_rows
 from attn_deploy.exporter.torch2onnx import ExportSpec, torch_to_onnx
 from attn_deploy.models.attention import list_attention
 from attn_deploy.models.zoo import create_model
@@ -114,7 +115,7 @@ def test_int8_accuracy_needs_onnxruntime_1_30(monkeypatch: pytest.MonkeyPatch) -
 def test_candidate_groups_are_first_conv_attention_and_detect() -> None:
     net = create_model("yolov5n-cbam", nc=3)
     model = onnx.load_from_string(torch_to_onnx(net, ExportSpec((64, 64), 1)))
-    groups = candidate_groups(model, layer_table(net))
+    groups = candidate_groups(model, layer_table(net, model))
     assert [g.name for g in groups] == ["model.0 Conv", "model.9 CBAM", "model.25 Detect"]
     assert all(n.startswith(f"/model.{g.layer}/") for g in groups for n in g.nodes)
     assert [g.layer for g in candidate_groups(model, None)] == [0, 25]  # without a sidecar
@@ -137,6 +138,8 @@ def test_every_attention_key_quantizes_to_a_clean_runnable_graph(key: str, tmp_p
     got, want = OnnxrtRunner(q.SerializeToString()).run(feed)["output0"], OnnxrtRunner(src).run(feed)["output0"]
     assert got.shape == want.shape and np.isfinite(got).all()
     assert compare("boxes", want[..., :4], got[..., :4], 0, 0).cosine > 0.99
+    rows = model_rows(net)  # the layer boundaries are the same tensors, before every QuantizeLinear
+    assert find_boundaries(q, rows) == find_boundaries(onnx.load(src), rows)
 
 
 @pytest.fixture(scope="module")
@@ -172,8 +175,15 @@ def test_int8_of_the_demo_writes_a_proved_qdq_graph_and_parity_reads_it(demo_onn
     assert doc["lint_passed"] and doc["naive"] == doc["final"] and doc["excluded_groups"] == []
     assert 0 < doc["final"]["map50"] <= 1 and doc["calibration"]["images"] == 16
     assert len(read_cache(cache)[1]) > 50
-    p = CliRunner().invoke(main, ["parity", "--weights", str(DEMO), "--against", str(out), "--data", str(data), "--json"])
-    assert p.exit_code in (0, 1) and json.loads(p.stdout)["detections"]["matched"] > 50
+    side = json.loads(out.with_suffix(".json").read_text())
+    exported = json.loads(src.with_suffix(".json").read_text())
+    assert side["layers"] == exported["layers"] and side["layers"][9]["output"].startswith("/model.9/")
+    p = CliRunner().invoke(main, ["parity", "--weights", str(DEMO), "--against", str(out), "--data", str(data), "--json",
+                                  "--per-block", "--block-images", "2"])
+    doc = json.loads(p.stdout)
+    assert p.exit_code in (0, 1) and doc["detections"]["matched"] > 50
+    local = [b["local"]["rel"] for b in doc["blocks"]]
+    assert len(local) == 26 and all(x is not None for x in local) and max(local) > 1e-2  # INT8 error, measured
 
 
 @pytest.mark.needs_trt

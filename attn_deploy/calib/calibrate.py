@@ -22,6 +22,7 @@ from attn_deploy.calib.groups import Group, candidate_groups, layer_nodes, nodes
 from attn_deploy.calib.search import Decision, Sensitivity, choose
 from attn_deploy.errors import UserError
 from attn_deploy.exporter.export import read_sidecar
+from attn_deploy.exporter.layers import LayerRow, find_boundaries
 from attn_deploy.files import atomic_write
 
 Progress = Callable[[str], None]
@@ -217,6 +218,17 @@ def _geometry(model: onnx.ModelProto) -> tuple[int, tuple[int, int]]:
     return dims[0] or 1, (int(dims[2]), int(dims[3]))
 
 
+def _layers(data: bytes, layers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The layer boundaries found again in the new graph (the tensors before its Q/DQ and
+    Casts); a source sidecar without boundaries, or a graph where one is unclear, keeps the
+    rows without tensors (``parity --per-block`` then says so)."""
+    try:
+        rows = [LayerRow(int(d["index"]), str(d["module"]), bool(d.get("attention")), tuple(d["sources"])) for d in layers]
+        return [b.to_dict() for b in find_boundaries(onnx.load_from_string(data), rows)]
+    except (KeyError, TypeError, ValueError):
+        return [{k: v for k, v in d.items() if k not in ("output", "inputs")} for d in layers]
+
+
 def _write(src: Path, data: bytes, result: CalibResult, sidecar: dict[str, Any] | None, opts: CalibOptions) -> CalibResult:
     from attn_deploy.exporter import lint_onnx
     from attn_deploy.files import sha256
@@ -233,6 +245,8 @@ def _write(src: Path, data: bytes, result: CalibResult, sidecar: dict[str, Any] 
 
         result.cache = write_cache(activation_scales(onnx.load_from_string(data)), opts.cache)
     doc = dict(sidecar or {})
+    if doc.get("layers"):
+        doc["layers"] = _layers(data, doc["layers"])
     doc["onnx"] = {"file": out.name, "sha256": sha256(data), "bytes": len(data), "from": src.name}
     doc["precision"] = result.to_dict()
     atomic_write(out.with_suffix(".json"), json.dumps(doc, indent=2).encode())

@@ -13,7 +13,7 @@ from typing import Any
 
 import onnx
 
-SCOPE = re.compile(r"^/model\.(\d+)/")
+from attn_deploy.exporter.layers import layer_nodes
 
 
 @dataclass(frozen=True)
@@ -25,16 +25,6 @@ class Group:
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "layer": self.layer, "module": self.module, "nodes": len(self.nodes)}
-
-
-def layer_nodes(model: onnx.ModelProto) -> dict[int, list[str]]:
-    """Node names per yaml layer, from their ``/model.<i>/`` scope."""
-    out: dict[int, list[str]] = {}
-    for node in model.graph.node:
-        m = SCOPE.match(node.name)
-        if m:
-            out.setdefault(int(m.group(1)), []).append(node.name)
-    return out
 
 
 def candidate_groups(model: onnx.ModelProto, layers: list[dict[str, Any]] | None) -> list[Group]:

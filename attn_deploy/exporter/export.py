@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from attn_deploy import __version__
+from attn_deploy.exporter.layers import find_boundaries, model_rows
 from attn_deploy.exporter.lint import LintReport, lint_onnx
 from attn_deploy.exporter.nms import NmsOptions, append_nms
 from attn_deploy.exporter.parity_check import check_export
@@ -141,16 +142,13 @@ def sidecar(net: DetectionModel, proto: Any, result: ExportResult, source: dict[
         "lint": {"passed": result.lint.passed, "tensorrt": result.lint.tensorrt,
                  "findings": len(result.lint.findings)} if result.lint is not None else None,
         "parity": result.parity.to_dict() if result.parity is not None else None,
-        "layers": layer_table(net),
+        "layers": layer_table(net, proto),
     }
 
 
-def layer_table(net: DetectionModel) -> list[dict[str, Any]]:
-    """The yaml rows as the ONNX names them: layer i's nodes are named ``/model.i/...``."""
-    from attn_deploy.models.attention.base import AttentionModule
-
-    return [{"index": i, "module": type(m).__name__, "attention": isinstance(m, AttentionModule)}
-            for i, m in enumerate(net.model)]
+def layer_table(net: DetectionModel, proto: Any) -> list[dict[str, Any]]:
+    """Each yaml row with the ONNX tensors at its boundaries (``exporter/layers.py``)."""
+    return [b.to_dict() for b in find_boundaries(proto, model_rows(net))]
 
 
 def read_sidecar(onnx_path: Path) -> dict[str, Any] | None:
