@@ -162,12 +162,18 @@ def _calibrator(cache: Path) -> Any:
     return trt_calibrator(cache)
 
 
-def _build(src: Path, plan: Plan, profile: tuple[str, tuple[Shape, Shape, Shape]] | None, opts: BuildOptions) -> bytes:
-    """Polygraphy's loaders: parse, configure, build; TensorRT's failure becomes one line."""
+def _build(src: Path, plan: Plan, profile: tuple[str, tuple[Shape, Shape, Shape]] | None, opts: BuildOptions,
+           mark: list[str] | None = None) -> bytes:
+    """Polygraphy's loaders: parse, configure, build; TensorRT's failure becomes one line.
+    ``mark``: the network's outputs become exactly these tensors (a debug engine for
+    ``parity --per-block``: the layer boundaries only, never every tensor)."""
     import tensorrt as trt
-    from polygraphy.backend.trt import CreateConfig, EngineBytesFromNetwork, NetworkFromOnnxPath, PostprocessConfig, Profile
+    from polygraphy.backend.trt import (CreateConfig, EngineBytesFromNetwork, ModifyNetworkOutputs, NetworkFromOnnxPath,
+                                        PostprocessConfig, Profile)
 
     network = NetworkFromOnnxPath(str(src), strongly_typed=True) if plan.strongly_typed else NetworkFromOnnxPath(str(src))
+    if mark:
+        network = ModifyNetworkOutputs(network, outputs=list(mark))
     profiles = [Profile().add(profile[0], *profile[1])] if profile else None
     config: Any = CreateConfig(
         fp16=plan.fp16, int8=plan.int8, profiles=profiles,

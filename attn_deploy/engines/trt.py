@@ -111,20 +111,22 @@ class TrtRunner(Runner):
 
     name = "tensorrt"
 
-    def __init__(self, engine: str | Path) -> None:
+    def __init__(self, engine: str | Path, data: bytes | None = None) -> None:
+        """``data``: a serialised engine held in memory (a debug engine); ``engine`` names it."""
         super().__init__()
         self.path = Path(engine)
+        self.data = data
         self._runner: Any = None
 
     def activate_impl(self) -> None:
         trt = require_tensorrt()
-        sidecar = engine_sidecar(self.path)
+        sidecar = engine_sidecar(self.path) if self.data is None else None
         if sidecar is not None:
             check_compatible(sidecar, trt.__version__, gpu_info(), str(self.path))
         from polygraphy.backend.trt import EngineFromBytes
         from polygraphy.backend.trt import TrtRunner as PolygraphyTrtRunner
 
-        self._runner = PolygraphyTrtRunner(EngineFromBytes(self.path.read_bytes()))
+        self._runner = PolygraphyTrtRunner(EngineFromBytes(self.data if self.data is not None else self.path.read_bytes()))
         try:
             self._runner.activate()
         except Exception as e:  # Polygraphy raises PolygraphyException with TensorRT's log

@@ -21,7 +21,10 @@ from attn_deploy.engines import Runner, TorchRunner
 from attn_deploy.errors import UserError
 from attn_deploy.models.yolo import DetectionModel
 from attn_deploy.parity.coco import CocoEvaluator, MapResult
-from attn_deploy.parity.match import Agreement
+from attn_deploy.exporter.layers import LayerBoundary
+from attn_deploy.parity.blocks import DEFAULT_TOLERANCE, BlockBackend, BlockReport, per_block
+from attn_deploy.parity.match import Agreement, Match
+from attn_deploy.parity.nms import Detections
 from attn_deploy.parity.postprocess import MAP_NMS, SHIP_NMS, postprocess
 from attn_deploy.parity.tensor import TensorStats, Tolerances, compare_detections_tensor, merge
 
@@ -48,6 +51,8 @@ class ParityResult:
     detections: Agreement = field(default_factory=Agreement)
     map_reference: MapResult | None = None
     map_candidate: MapResult | None = None
+    blocks: BlockReport | None = None
+    examples: list[Example] = field(default_factory=list)  # for the report: disagreements first
 
     @property
     def map_drop(self) -> float | None:
@@ -82,7 +87,23 @@ class ParityResult:
             "detections": self.detections.to_dict(),
             **({"map50": {k: v["map50"] for k, v in maps.items()},
                 "map50_95": {k: v["map50_95"] for k, v in maps.items()}, "map_drop": self.map_drop} if maps else {}),
+            **(self.blocks.to_dict() if self.blocks is not None else {}),
         }
+
+
+@dataclass
+class Example:
+    """One image's detections on both sides, kept for the report."""
+
+    sample: Any  # data.Sample, or None for a random image
+    image: np.ndarray | None  # the letterboxed input (HWC uint8) when there is no file to read
+    reference: Detections
+    candidate: Detections
+    match: Match
+
+    @property
+    def disagreements(self) -> int:
+        return len(self.match.missed) + len(self.match.extra)
 
 
 @dataclass(frozen=True)
@@ -93,13 +114,18 @@ class ParityOptions:
     on_error: str = "skip"
     gates: Gates = Gates()
     tol: Tolerances = Tolerances()
+    block_images: int = 32  # images for --per-block (each runs every layer twice more)
+    block_tolerance: float = DEFAULT_TOLERANCE
+    examples: int = 0  # images with detections to keep for a report
 
 
 def check_parity(
     reference: DetectionModel, candidate: Runner, name: str, opts: ParityOptions,
     progress: Callable[[int, int], None] | None = None,
+    blocks: tuple[BlockBackend, list[LayerBoundary]] | None = None,
 ) -> ParityResult:
-    """Run both sides over the data and judge the candidate; ``progress(done, total)``."""
+    """Run both sides over the data and judge the candidate; ``progress(done, total)``.
+    With ``blocks`` (``open_blocks``), also the per-block errors on the first images."""
     batch, imgsz = _geometry(candidate, opts.imgsz)
     ref_run = TorchRunner(reference)
     loader, source_name, labelled, total = _batches(opts, imgsz, batch)
@@ -113,7 +139,7 @@ def check_parity(
             cand = _decoded(candidate.run(feed), name)[: len(b)]
             for s in compare_detections_tensor(OUTPUT, ref, cand, opts.tol):
                 parts.setdefault(s.name, []).append(s)
-            _judge(result, b, ref, cand, evals)
+            _judge(result, b, ref, cand, evals, opts.examples)
             result.images += len(b)
             if progress:
                 progress(result.images, total)
@@ -121,18 +147,42 @@ def check_parity(
     result.skipped = list(getattr(loader, "skipped", []))
     if evals:
         result.map_reference, result.map_candidate = evals[0].evaluate(), evals[1].evaluate()
+    if blocks is not None:
+        result.blocks = _per_block(reference, blocks, opts, imgsz, batch)
     return result
 
 
+def _per_block(reference: DetectionModel, blocks: tuple[BlockBackend, list[LayerBoundary]], opts: ParityOptions,
+               imgsz: tuple[int, int], batch: int) -> BlockReport:
+    backend, bounds = blocks
+    first = ParityOptions(opts.data, opts.imgsz, min(opts.max_images or opts.block_images, opts.block_images), opts.on_error)
+    loader = _batches(first, imgsz, batch)[0]
+    try:
+        return per_block(reference, backend, bounds, ((b.padded(batch), len(b)) for b in loader), opts.block_tolerance)
+    finally:
+        backend.close()
+
+
 def _judge(result: ParityResult, b: Batch, ref: np.ndarray, cand: np.ndarray,
-           evals: tuple[CocoEvaluator, CocoEvaluator] | None) -> None:
-    for r, c in zip(postprocess(ref, b.placements, SHIP_NMS), postprocess(cand, b.placements, SHIP_NMS)):
-        result.detections.add(r, c)
+           evals: tuple[CocoEvaluator, CocoEvaluator] | None, keep: int = 0) -> None:
+    ships = zip(postprocess(ref, b.placements, SHIP_NMS), postprocess(cand, b.placements, SHIP_NMS))
+    for k, (r, c) in enumerate(ships):
+        m = result.detections.add(r, c)
+        if keep:
+            image = None if b.samples[k] is not None else to_display(b.images[k])
+            result.examples.append(Example(b.samples[k], image, r, c, m))
+    if keep:  # the most disagreeing images first; among equals, the earliest
+        result.examples = sorted(result.examples, key=lambda e: -e.disagreements)[:keep]
     if evals is None:
         return
     for ev, pred in zip(evals, (ref, cand)):
         for placed, labels, det in zip(b.placements, b.labels, postprocess(pred, b.placements, MAP_NMS)):
             ev.add(placed.shape, labels, det)
+
+
+def to_display(chw: np.ndarray) -> np.ndarray:
+    """A network input (RGB CHW in [0, 1]) as an RGB HWC uint8 picture."""
+    return (np.clip(chw.transpose(1, 2, 0), 0, 1) * 255).round().astype(np.uint8)
 
 
 def _geometry(candidate: Runner, imgsz: tuple[int, int] | None) -> tuple[int, tuple[int, int]]:

@@ -1,0 +1,275 @@
+"""``parity --per-block``: which yaml layer breaks a candidate, told apart from what it inherits.
+
+For every layer (``exporter/layers.py`` gives its output and input tensors) two errors against
+PyTorch, on the same letterboxed images:
+
+- accumulated: the candidate's layer output, run from the image, against PyTorch's; it holds
+  everything that went wrong up to and including this layer;
+- local: the layer alone (its subgraph cut out of the candidate) fed with PyTorch's own
+  inputs to it; it holds only what this layer adds.
+
+Both are judged relative to the layer's scale (max |error| over max |reference|): a gate is in
+[0, 1], a C3 output wherever its activations are; the Detect output is judged as boxes
+(pixels) and scores ([0, 1]) apart, the worse of the two speaking for it. The culprit is the layer with the largest relative
+local error, when that exceeds the tolerance. Candidates are ONNX files (ONNX Runtime) or
+TensorRT engines (``engines/trt_blocks.py``): a backend only has to run the graph with the
+boundaries as outputs, and one layer apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from attn_deploy.errors import UserError
+from attn_deploy.exporter.layers import LayerBoundary
+from attn_deploy.models.yolo import DetectionModel
+
+DEFAULT_TOLERANCE = 1e-2  # relative local error; FP32 graphs sit near 1e-6, FP16 near 1e-3
+
+
+@dataclass
+class ErrorStats:
+    """max |cand - ref|, max |ref| and the cosine similarity, accumulated over batches."""
+
+    max_abs: float = 0.0
+    ref_max: float = 0.0
+    dot: float = 0.0
+    ref_sq: float = 0.0
+    cand_sq: float = 0.0
+    nonfinite: int = 0
+
+    def add(self, ref: np.ndarray, cand: np.ndarray) -> None:
+        r, c = ref.astype(np.float64).ravel(), cand.astype(np.float64).ravel()
+        if r.shape != c.shape:
+            raise ValueError(f"shapes differ: reference {ref.shape}, candidate {cand.shape}")
+        bad = ~np.isfinite(c)
+        self.nonfinite += int(bad.sum())
+        c = np.where(bad, 0.0, c)
+        self.max_abs = max(self.max_abs, float(np.abs(c - r).max(initial=0.0)))
+        self.ref_max = max(self.ref_max, float(np.abs(r).max(initial=0.0)))
+        self.dot += float(r @ c)
+        self.ref_sq += float(r @ r)
+        self.cand_sq += float(c @ c)
+
+    @property
+    def rel(self) -> float:
+        if self.nonfinite:
+            return float("inf")
+        return self.max_abs / self.ref_max if self.ref_max > 0 else self.max_abs
+
+    @property
+    def cosine(self) -> float:
+        if self.ref_sq == 0 and self.cand_sq == 0:
+            return 1.0
+        return self.dot / np.sqrt(self.ref_sq * self.cand_sq) if self.ref_sq and self.cand_sq else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {"max_abs": self.max_abs, "rel": self.rel, "cosine": float(self.cosine)}
+        return {**out, "nonfinite": self.nonfinite} if self.nonfinite else out
+
+
+@dataclass
+class DetectStats:
+    """The Detect output mixes units: xywh in pixels, objectness and class scores in [0, 1].
+    Judged as one tensor, score errors would vanish under a pixel-sized reference; so boxes
+    and scores are judged apart and the worse part speaks for the layer."""
+
+    boxes: ErrorStats = field(default_factory=ErrorStats)
+    scores: ErrorStats = field(default_factory=ErrorStats)
+
+    def add(self, ref: np.ndarray, cand: np.ndarray) -> None:
+        self.boxes.add(ref[..., :4], cand[..., :4])
+        self.scores.add(ref[..., 4:], cand[..., 4:])
+
+    @property
+    def max_abs(self) -> float:
+        return max(self.boxes.max_abs, self.scores.max_abs)
+
+    @property
+    def rel(self) -> float:
+        return max(self.boxes.rel, self.scores.rel)
+
+    @property
+    def cosine(self) -> float:
+        return min(self.boxes.cosine, self.scores.cosine)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"max_abs": self.max_abs, "rel": self.rel, "cosine": float(self.cosine),
+                "boxes": self.boxes.to_dict(), "scores": self.scores.to_dict()}
+
+
+def stats_for(module: str) -> ErrorStats | DetectStats:
+    return DetectStats() if module == "Detect" else ErrorStats()
+
+
+@dataclass
+class BlockRow:
+    boundary: LayerBoundary
+    accumulated: ErrorStats | DetectStats = field(default_factory=ErrorStats)
+    local: ErrorStats | DetectStats | None = field(default_factory=ErrorStats)
+    note: str = ""  # why there is no local figure, where there is none
+
+    def to_dict(self) -> dict[str, Any]:
+        b = self.boundary
+        return {"layer": b.index, "module": b.module, "attention": b.attention, "tensor": b.output,
+                "accumulated": self.accumulated.to_dict(), "local": self.local.to_dict() if self.local else None,
+                **({"note": self.note} if self.note else {})}
+
+
+@dataclass
+class BlockReport:
+    rows: list[BlockRow]
+    tolerance: float = DEFAULT_TOLERANCE
+    images: int = 0
+
+    @property
+    def culprit(self) -> int | None:
+        judged = [r for r in self.rows if r.local is not None]
+        if not judged:
+            return None
+        worst = max(judged, key=lambda r: r.local.rel)
+        return worst.boundary.index if worst.local.rel > self.tolerance else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"blocks": [r.to_dict() for r in self.rows], "culprit": self.culprit,
+                "block_tolerance": self.tolerance, "block_images": self.images}
+
+
+class BlockBackend(Protocol):
+    """What a candidate must do for per-block parity."""
+
+    def layer_outputs(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """The whole graph from ``images``, returning every boundary tensor by name."""
+
+    def layer_alone(self, boundary: LayerBoundary, inputs: list[np.ndarray]) -> np.ndarray | None:
+        """The layer's subgraph alone on ``inputs``; None where it cannot be cut out."""
+
+    def why_not(self, boundary: LayerBoundary) -> str:
+        """Why ``layer_alone`` has no figure for this layer ("" when it has one)."""
+
+    def close(self) -> None:
+        """Release sessions and engines."""
+
+
+def run_typed(runner: Any, arrays: list[np.ndarray]) -> dict[str, np.ndarray]:
+    """Run ``runner`` on ``arrays`` in input order, each cast to its input's type (float16
+    inside an FP16 graph); outputs come back as float32."""
+    specs = runner.inputs()
+    feed = {s.name: np.ascontiguousarray(a, dtype=s.dtype) for s, a in zip(specs, arrays)}
+    return {k: np.asarray(v, dtype=np.float32) for k, v in runner.run(feed).items()}
+
+
+def open_blocks(path: str | Path, net: DetectionModel, threads: int | None = None) -> tuple[BlockBackend, list[LayerBoundary]]:
+    """The backend for a candidate file and its layer boundaries, checked against ``net``."""
+    import onnx
+
+    from attn_deploy.engines import ENGINE_SUFFIXES
+    from attn_deploy.exporter.export import read_sidecar
+    from attn_deploy.exporter.layers import boundaries_for, model_rows
+
+    path = Path(path)
+    engine = path.suffix.lower() in ENGINE_SUFFIXES
+    if engine:
+        from attn_deploy.engines.trt_blocks import engine_onnx
+
+        src = engine_onnx(path)[0]
+    else:
+        src = path
+    try:
+        bounds = boundaries_for(onnx.load(str(src)), read_sidecar(src), model_rows(net))
+    except ValueError as e:
+        raise UserError(f"{src.name}: the layer boundaries cannot be found ({e})",
+                        "per-block parity needs an ONNX exported by attn-deploy (node names /model.<i>/...)") from None
+    if [b.module for b in bounds] != [r.module for r in model_rows(net)]:
+        raise UserError(f"{src.name} has {len(bounds)} layers that do not match the reference model's {len(net.model)}",
+                        "compare the model this file was exported from")
+    if engine:
+        from attn_deploy.engines.trt_blocks import TrtBlocks
+
+        return TrtBlocks(path, bounds), bounds
+    from attn_deploy.parity.onnx_blocks import OnnxBlocks
+
+    return OnnxBlocks(path, bounds, threads), bounds
+
+
+class RunnerBlocks:
+    """A ``BlockBackend`` from runners: ``whole`` outputs every boundary, ``parts[i]`` is
+    layer i alone, ``failed[i]`` says why a layer has no part. Subclasses build them."""
+
+    def __init__(self) -> None:
+        self.whole: Any = None
+        self.parts: dict[int, Any] = {}
+        self.failed: dict[int, str] = {}
+
+    def why_not(self, boundary: LayerBoundary) -> str:
+        return self.failed.get(boundary.index, "")
+
+    def layer_outputs(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        return run_typed(self.whole, [images])
+
+    def layer_alone(self, boundary: LayerBoundary, inputs: list[np.ndarray]) -> np.ndarray | None:
+        runner = self.parts.get(boundary.index)
+        if runner is None:
+            return None
+        feed = dict(zip(boundary.inputs, inputs))  # a layer reading one tensor twice gets it once
+        return run_typed(runner, [feed[n] for n in dict.fromkeys(boundary.inputs)])[boundary.output]
+
+    def close(self) -> None:
+        for r in [self.whole, *self.parts.values()]:
+            if r is not None:
+                r.deactivate()
+
+
+class TorchLayers:
+    """Every layer's inputs and output in PyTorch, captured by forward hooks."""
+
+    def __init__(self, net: DetectionModel) -> None:
+        self.net = net.float().eval()
+
+    def run(self, images: np.ndarray) -> dict[int, tuple[list[np.ndarray], np.ndarray]]:
+        seen: dict[int, tuple[list[np.ndarray], np.ndarray]] = {}
+
+        def hook(i: int) -> Any:
+            def capture(_m: Any, args: tuple[Any, ...], out: torch.Tensor) -> None:
+                x = args[0]
+                xs = list(x) if isinstance(x, (list, tuple)) else [x]
+                seen[i] = ([t.numpy().copy() for t in xs], out.numpy().copy())
+            return capture
+
+        handles = [m.register_forward_hook(hook(i)) for i, m in enumerate(self.net.model)]
+        try:
+            with torch.inference_mode():
+                self.net(torch.from_numpy(np.ascontiguousarray(images)))
+        finally:
+            for h in handles:
+                h.remove()
+        return seen
+
+
+def per_block(net: DetectionModel, backend: BlockBackend, boundaries: list[LayerBoundary],
+              batches: Iterable[tuple[np.ndarray, int]], tolerance: float = DEFAULT_TOLERANCE) -> BlockReport:
+    """Both errors for every layer over ``batches``: (images shaped for the candidate, how many
+    of them are real; the rest is padding to a fixed batch, run but not counted)."""
+    torch_layers = TorchLayers(net)
+    report = BlockReport([BlockRow(b, stats_for(b.module), stats_for(b.module)) for b in boundaries], tolerance)
+    for row in report.rows:
+        if (why := backend.why_not(row.boundary)):
+            row.local, row.note = None, why
+    for images, real in batches:
+        ref = torch_layers.run(images)
+        cand = backend.layer_outputs(images)
+        for row in report.rows:
+            inputs, out = ref[row.boundary.index]
+            row.accumulated.add(out, cand[row.boundary.output])
+            if row.local is not None:
+                alone = backend.layer_alone(row.boundary, inputs)
+                if alone is not None:
+                    row.local.add(out, alone)
+        report.images += real
+    return report
