@@ -15,7 +15,7 @@ from typing import Any, Callable
 import click
 
 from attn_deploy import __version__
-from attn_deploy.errors import AttnDeployError
+from attn_deploy.errors import AttnDeployError, UserError
 
 
 class Group(click.Group):
@@ -52,6 +52,24 @@ def model_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 def json_option(f: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")(f)
+
+
+def report_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--report", "report_dir", type=click.Path(file_okay=False),
+                        help="Also write DIR/report.html (self-contained, opens offline) and DIR/report.json.")(f)
+
+
+def _write_report(directory: str | None, page: Callable[[], Any], doc: dict[str, Any]) -> None:
+    """Write the report when asked (before any gate exits: a failing run is when it is needed)."""
+    if directory is None:
+        return
+    from attn_deploy.htmlreport import write_report
+
+    try:
+        path = write_report(directory, page(), doc)
+    except OSError as e:
+        raise UserError(f"cannot write the report in {directory}: {e.strerror or e}") from None
+    click.echo(f"attn-deploy: report written to {path}", err=True)
 
 
 def emit_json(doc: Any) -> None:
@@ -165,24 +183,32 @@ def lint(onnx_file: str, as_json: bool) -> None:
 @click.option("--max-map-drop", type=float, default=0.5, show_default=True, help="Gate: mAP50-95 drop in points.")
 @click.option("--min-agreement", type=float, default=0.95, show_default=True, help="Gate: detection agreement.")
 @click.option("--on-error", type=click.Choice(["skip", "fail"]), default="skip", show_default=True, help="Unreadable images or labels: leave them out, or stop.")
+@click.option("--per-block", is_flag=True, help="Also each yaml layer's accumulated and local error, and the culprit.")
+@click.option("--block-images", type=click.IntRange(1), default=32, show_default=True, help="With --per-block: images used.")
+@click.option("--block-tolerance", type=float, default=1e-2, show_default=True,
+              help="With --per-block: relative local error above which the worst layer is named the culprit.")
+@report_option
 @json_option
 def parity(
     model_name: str | None, cfg: str | None, weights: str | None, candidate: str, data: str | None,
     imgsz: tuple[int, int] | None, max_images: int | None, max_map_drop: float, min_agreement: float,
-    on_error: str, as_json: bool,
+    on_error: str, per_block: bool, block_images: int, block_tolerance: float, report_dir: str | None, as_json: bool,
 ) -> None:
     """Judge a deployable model against PyTorch: tensors, detections, mAP (exit 1 if outside the gates)."""
     from attn_deploy.engines import runner_for
     from attn_deploy.models import load_model
+    from attn_deploy.parity.blocks import open_blocks
     from attn_deploy.parity.check import Gates, ParityOptions, check_parity
-    from attn_deploy.report import parity_table
+    from attn_deploy.report import blocks_table, parity_table
 
     if max_images is not None and max_images < 1:
         raise click.BadParameter("must be at least 1", param_hint="--max-images")
     net = load_model(model_name, cfg, weights)
-    opts = ParityOptions(data, imgsz, max_images, on_error, Gates(min_agreement, max_map_drop))
+    opts = ParityOptions(data, imgsz, max_images, on_error, Gates(min_agreement, max_map_drop),
+                         block_images=block_images, block_tolerance=block_tolerance, examples=6 if report_dir else 0)
     with _Spinner("comparing") as status:
-        result = check_parity(net, runner_for(candidate), candidate, opts,
+        blocks = open_blocks(candidate, net) if per_block else None
+        result = check_parity(net, runner_for(candidate), candidate, opts, blocks=blocks,
                               progress=lambda done, total: status(f"comparing: {done}/{total} images"))
     for line in result.skipped:
         click.echo(f"attn-deploy: skipped {line}", err=True)
@@ -190,6 +216,11 @@ def parity(
         emit_json(result.to_dict())
     else:
         _console().print(parity_table(result))
+        if result.blocks is not None:
+            _console(120).print(blocks_table(result.blocks))
+    from attn_deploy.htmlreport.pages import parity_page
+
+    _write_report(report_dir, lambda: parity_page(result, list(net.names)), result.to_dict())
     _gate(result.passed, "parity gate failed", result.failures())
 
 
@@ -244,11 +275,12 @@ def build(
 @click.option("--cuda-graph", is_flag=True, help="PyTorch on a GPU: replay the forward as a CUDA graph.")
 @click.option("--compare", is_flag=True, help="Several TARGET[@BACKEND[:PRECISION]] interleaved in one run; ratios to the first.")
 @click.option("-o", "--output", default="bench", show_default=True, help="With --compare: writes OUTPUT.json and OUTPUT.png.")
+@report_option
 @json_option
 def bench(
     targets: tuple[str, ...], backend: str | None, precision: str | None, batch: int, imgsz: tuple[int, int] | None,
     warmup: float, iterations: int | None, duration: float, cuda_graph: bool, compare: bool, output: str,
-    as_json: bool,
+    report_dir: str | None, as_json: bool,
 ) -> None:
     """Latency and throughput of a model name, an ONNX file or an engine (trtexec's statistics)."""
     from attn_deploy.engines import bench as bench_lib
@@ -277,6 +309,9 @@ def bench(
         emit_json({"results": doc} if compare else doc[0])
     else:
         _console(124).print(bench_table(results))
+    from attn_deploy.htmlreport.pages import bench_page
+
+    _write_report(report_dir, lambda: bench_page(results), {"results": doc})
 
 
 @main.command()
@@ -293,10 +328,11 @@ def bench(
               help="Budget: mAP50-95 points (disagreement %% without labels).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Default FILE.int8.onnx / FILE.fp16.onnx.")
 @click.option("--cache", type=click.Path(dir_okay=False), help="INT8: also write a TensorRT calibration cache.")
+@report_option
 @json_option
 def calib(
     onnx_file: str, precision: str, data: str | None, images: int, method: str, exclude: tuple[str, ...],
-    val: str | None, max_map_drop: float, output: str | None, cache: str | None, as_json: bool,
+    val: str | None, max_map_drop: float, output: str | None, cache: str | None, report_dir: str | None, as_json: bool,
 ) -> None:
     """FP16 or INT8 (Q/DQ) ONNX from a float32 one, measured on validation images (exit 1 over budget)."""
     from attn_deploy.calib.calibrate import CalibOptions, calibrate
@@ -311,6 +347,9 @@ def calib(
         emit_json(result.to_dict())
     else:
         _console().print(calib_table(result))
+    from attn_deploy.htmlreport.pages import calib_page
+
+    _write_report(report_dir, lambda: calib_page(result), result.to_dict())
     _gate(result.passed, "calibration outside the budget", result.failures())
 
 

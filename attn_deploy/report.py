@@ -186,3 +186,20 @@ def calib_table(result: CalibResult) -> Table:
     verdict = "[green]within[/green]" if result.passed else "[red]OVER[/red]"
     t.add_row(f"budget {result.budget:g} ({unit})", "", "", "", verdict)
     return t
+
+
+def blocks_table(report: Any) -> Table:
+    """Per-block parity (``parity/blocks.py``): accumulated and local error per yaml layer."""
+    culprit = report.culprit
+    verdict = f"culprit: layer {culprit}" if culprit is not None else f"no layer's local error over {report.tolerance:g}"
+    t = Table(title=f"Per-block error on {report.images} image(s), relative to each layer's max |output|; {verdict}")
+    for col, justify in (("#", "right"), ("module", "left"), ("accumulated max abs", "right"), ("accumulated rel", "right"),
+                         ("cosine", "right"), ("local rel", "right"), ("local cosine", "right")):
+        t.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for row in report.rows:
+        b, acc, loc = row.boundary, row.accumulated, row.local
+        name = f"[bold magenta]{b.module}[/] (attention)" if b.attention else b.module
+        mark = "[red]>[/] " if b.index == culprit else ""
+        local = (f"{loc.rel:.2e}", f"{loc.cosine:.6f}") if loc is not None else ("-", row.note or "-")
+        t.add_row(f"{mark}{b.index}", name, f"{acc.max_abs:.3g}", f"{acc.rel:.2e}", f"{acc.cosine:.6f}", *local)
+    return t

@@ -10,6 +10,11 @@ from attn_deploy.files import atomic_write
 
 
 def sensitivity_chart(result: Any, path: Path) -> Path:
+    """The chart below, written to ``path``."""
+    return atomic_write(path, sensitivity_png(result))
+
+
+def sensitivity_png(result: Any) -> bytes:
     """Per candidate group: damage with only it in INT8, and with it kept out of INT8;
     lines at the naive INT8 damage and at the budget; kept groups marked."""
     import matplotlib
@@ -36,4 +41,4 @@ def sensitivity_chart(result: Any, path: Path) -> Path:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
-    return atomic_write(path, buf.getvalue())
+    return buf.getvalue()

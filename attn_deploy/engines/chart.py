@@ -10,6 +10,11 @@ from attn_deploy.files import atomic_write
 
 
 def bench_chart(results: list[BenchResult], path: str | Path) -> Path:
+    """The chart below, written to ``path``."""
+    return atomic_write(path, bench_png(results))
+
+
+def bench_png(results: list[BenchResult]) -> bytes:
     """Throughput and median latency (a whisker up to p99) per target, ratios to the first."""
     import matplotlib
 
@@ -38,4 +43,4 @@ def bench_chart(results: list[BenchResult], path: str | Path) -> Path:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
-    return atomic_write(path, buf.getvalue())
+    return buf.getvalue()

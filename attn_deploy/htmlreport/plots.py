@@ -1,0 +1,105 @@
+"""The report's pictures: matplotlib (Agg) charts and detections drawn with OpenCV, as PNG bytes."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+
+FLOOR = 1e-12  # zero errors drawn on a log axis
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig: Any) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    _pyplot().close(fig)
+    return buf.getvalue()
+
+
+def error_histograms(box_errors: list[float], score_errors: list[float]) -> bytes:
+    """Box error (pixels) and score error of the matched detection pairs, log-spaced bins."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    for ax, values, what in ((axes[0], box_errors, "box error of matched pairs (px, max corner)"),
+                             (axes[1], score_errors, "score error of matched pairs")):
+        v = np.maximum(np.asarray(values, dtype=np.float64), FLOOR)
+        if len(v):
+            lo, hi = np.log10(v.min()), np.log10(v.max())
+            ax.hist(v, bins=np.logspace(lo - 0.05, hi + 0.05, 30) if hi > lo else 10, color="#4C72B0")
+            ax.set_xscale("log" if hi > lo else "linear")
+            ax.axvline(float(np.percentile(v, 99)), color="#C44E52", linestyle="--", label="p99")
+            ax.legend(fontsize=8)
+        else:
+            ax.text(0.5, 0.5, "no matched pairs", ha="center", va="center", transform=ax.transAxes)
+        ax.set_title(what, fontsize=10)
+        ax.set_ylabel("pairs")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def block_chart(report: Any) -> bytes:
+    """Accumulated and local relative error per layer (log scale); attention layers shaded,
+    the culprit marked, the tolerance drawn."""
+    plt = _pyplot()
+    rows = report.rows
+    x = np.arange(len(rows))
+    acc = [max(r.accumulated.rel, FLOOR) for r in rows]
+    loc = [max(r.local.rel, FLOOR) if r.local is not None else np.nan for r in rows]
+    fig, ax = plt.subplots(figsize=(max(8, 0.42 * len(rows) + 2), 4.2))
+    for i, r in enumerate(rows):
+        if r.boundary.attention:
+            ax.axvspan(i - 0.5, i + 0.5, color="#B07AA1", alpha=0.25, lw=0)
+    ax.plot(x, acc, "o-", color="#4C72B0", label="accumulated (from the image)", ms=4)
+    ax.bar(x, loc, 0.55, color="#DD8452", alpha=0.85, label="local (this layer alone, PyTorch's inputs)")
+    ax.axhline(report.tolerance, color="grey", linestyle="--", lw=1, label=f"tolerance {report.tolerance:g}")
+    if report.culprit is not None:
+        i = [r.boundary.index for r in rows].index(report.culprit)
+        ax.annotate(f"culprit: layer {report.culprit}", (i, loc[i]), xytext=(0, 18), textcoords="offset points",
+                    ha="center", color="#C0392B", fontweight="bold", arrowprops={"arrowstyle": "->", "color": "#C0392B"})
+    ax.set_yscale("log")
+    ax.set_xticks(x, [f"{r.boundary.index} {r.boundary.module[:12]}" for r in rows], rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel("max |error| / max |reference|")
+    ax.set_title("per-block error (shaded: attention blocks)", fontsize=10)
+    ax.legend(fontsize=7, loc="upper left")
+    ax.margins(y=0.15)
+    fig.tight_layout()
+    return _png(fig)
+
+
+REF_COLOUR, CAND_COLOUR, MISSED_COLOUR, EXTRA_COLOUR = (46, 160, 67), (31, 119, 180), (214, 39, 40), (255, 127, 14)
+
+
+def detections_png(image: np.ndarray, example: Any, names: list[str], max_side: int = 520) -> bytes:
+    """``image`` (RGB HWC uint8) with the reference's boxes (green) and the candidate's (blue)
+    drawn over each other; missed reference boxes red, extra candidate boxes orange, thick."""
+    import cv2
+
+    scale = min(1.0, max_side / max(image.shape[:2]))
+    canvas = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else image.copy()
+    canvas = np.ascontiguousarray(canvas)
+    m = example.match
+    missed, extra = set(m.missed), set(m.extra)
+    for dets, odd, colour, odd_colour, width in ((example.reference, missed, REF_COLOUR, MISSED_COLOUR, 2),
+                                                 (example.candidate, extra, CAND_COLOUR, EXTRA_COLOUR, 1)):
+        for k in range(len(dets)):
+            x1, y1, x2, y2 = (dets.boxes[k] * scale).round().astype(int).tolist()
+            bad = k in odd
+            cv2.rectangle(canvas, (x1, y1), (x2, y2), odd_colour if bad else colour, 3 if bad else width)
+            if bad:
+                cls = int(dets.classes[k])
+                label = f"{names[cls] if cls < len(names) else cls} {float(dets.scores[k]):.2f}"
+                cv2.putText(canvas, label, (x1, max(10, y1 - 3)), cv2.FONT_HERSHEY_SIMPLEX, 0.4, odd_colour, 1, cv2.LINE_AA)
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise ValueError("could not encode a detections picture")
+    return buf.tobytes()
