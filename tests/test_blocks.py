@@ -88,7 +88,7 @@ def _damaged(tmp_path: Path, key: str, index: tuple[int, ...]) -> Path:
     net = load_model(None, None, str(DEMO))
     state = {k: v.clone() for k, v in net.state_dict().items()}
     w = state[key]
-    w[index] += 4 * w.abs().max()
+    w[index] += 8 * w.abs().max()
     torch.save(state, tmp_path / "damaged.pt")
     out = tmp_path / "damaged.onnx"
     r = CliRunner().invoke(main, ["export", "--model", "yolov5n-ca", "--weights", str(tmp_path / "damaged.pt"),

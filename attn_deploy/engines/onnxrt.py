@@ -26,6 +26,7 @@ class OnnxrtRunner(Runner):
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
+        opts.log_severity_level = 3  # errors only: its graph-optimiser notes (fp16 folding) are not the user's
         if self.threads:
             opts.intra_op_num_threads = self.threads
         if not self.spinning:

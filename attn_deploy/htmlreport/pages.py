@@ -71,7 +71,7 @@ def _examples_section(examples: list[Any], names: list[str]) -> Section:
         figures.append(Figure(detections_png(np.ascontiguousarray(image), e, names),
                               f"{where}: {len(e.match.pairs)} matched, {len(e.match.missed)} missed, {len(e.match.extra)} extra"))
     text = ("Reference (PyTorch) boxes green, candidate boxes blue; a reference box the candidate missed is thick red, "
-            "a candidate box the reference does not have is thick orange. Most disagreeing images first.")
+            "a candidate box the reference does not have is thick magenta. Most disagreeing images first.")
     return Section("Detections, one over the other", text, figures=figures)
 
 

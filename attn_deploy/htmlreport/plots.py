@@ -32,16 +32,18 @@ def error_histograms(box_errors: list[float], score_errors: list[float]) -> byte
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
     for ax, values, what in ((axes[0], box_errors, "box error of matched pairs (px, max corner)"),
                              (axes[1], score_errors, "score error of matched pairs")):
-        v = np.maximum(np.asarray(values, dtype=np.float64), FLOOR)
+        every = np.asarray(values, dtype=np.float64)
+        v = every[every > 0]  # exact pairs have no place on a log axis: counted in the title
         if len(v):
             lo, hi = np.log10(v.min()), np.log10(v.max())
             ax.hist(v, bins=np.logspace(lo - 0.05, hi + 0.05, 30) if hi > lo else 10, color="#4C72B0")
             ax.set_xscale("log" if hi > lo else "linear")
-            ax.axvline(float(np.percentile(v, 99)), color="#C44E52", linestyle="--", label="p99")
+            ax.axvline(float(np.percentile(every, 99)), color="#C44E52", linestyle="--", label="p99")
             ax.legend(fontsize=8)
         else:
-            ax.text(0.5, 0.5, "no matched pairs", ha="center", va="center", transform=ax.transAxes)
-        ax.set_title(what, fontsize=10)
+            ax.text(0.5, 0.5, "no error to show", ha="center", va="center", transform=ax.transAxes)
+        exact = len(every) - len(v)
+        ax.set_title(what + (f"; {exact} exactly equal" if exact else ""), fontsize=10)
         ax.set_ylabel("pairs")
     fig.tight_layout()
     return _png(fig)
@@ -76,12 +78,12 @@ def block_chart(report: Any) -> bytes:
     return _png(fig)
 
 
-REF_COLOUR, CAND_COLOUR, MISSED_COLOUR, EXTRA_COLOUR = (46, 160, 67), (31, 119, 180), (214, 39, 40), (255, 127, 14)
+REF_COLOUR, CAND_COLOUR, MISSED_COLOUR, EXTRA_COLOUR = (46, 160, 67), (31, 119, 180), (214, 39, 40), (230, 0, 230)
 
 
 def detections_png(image: np.ndarray, example: Any, names: list[str], max_side: int = 520) -> bytes:
     """``image`` (RGB HWC uint8) with the reference's boxes (green) and the candidate's (blue)
-    drawn over each other; missed reference boxes red, extra candidate boxes orange, thick."""
+    drawn over each other; missed reference boxes red, extra candidate boxes magenta, thick."""
     import cv2
 
     scale = min(1.0, max_side / max(image.shape[:2]))
