@@ -223,7 +223,7 @@ def _layers(data: bytes, layers: list[dict[str, Any]]) -> list[dict[str, Any]]:
     Casts); a source sidecar without boundaries, or a graph where one is unclear, keeps the
     rows without tensors (``parity --per-block`` then says so)."""
     try:
-        rows = [LayerRow(int(d["index"]), str(d["module"]), bool(d.get("attention")), tuple(d["sources"])) for d in layers]
+        rows = [LayerRow.from_dict(d) for d in layers]
         return [b.to_dict() for b in find_boundaries(onnx.load_from_string(data), rows)]
     except (KeyError, TypeError, ValueError):
         return [{k: v for k, v in d.items() if k not in ("output", "inputs")} for d in layers]

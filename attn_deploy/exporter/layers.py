@@ -52,6 +52,10 @@ class LayerRow:
     attention: bool
     sources: tuple[int, ...]
 
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> "LayerRow":
+        return cls(int(doc["index"]), str(doc["module"]), bool(doc.get("attention")), tuple(int(s) for s in doc["sources"]))
+
 
 def scope_of(node: onnx.NodeProto) -> int | None:
     m = SCOPE.match(node.name)
@@ -112,12 +116,12 @@ def find_boundaries(model: onnx.ModelProto, rows: list[LayerRow]) -> list[LayerB
             crossing = [outputs[row.sources[0]] if row.sources[0] >= 0 else GRAPH_INPUT]
         if len(set(crossing)) != 1:
             raise ValueError(f"layer {row.index} ({row.module}) has {len(set(crossing))} outputs: {sorted(set(crossing))}")
-        outputs[row.index] = _before_cast(crossing[0], graph)
+        outputs[row.index] = _graph_output_through_cast(crossing[0], graph)
     return [LayerBoundary(r.index, r.module, r.attention, r.sources, outputs[r.index],
                           tuple(outputs[s] if s >= 0 else GRAPH_INPUT for s in r.sources)) for r in rows]
 
 
-def _before_cast(tensor: str, graph: onnx.GraphProto) -> str:
+def _graph_output_through_cast(tensor: str, graph: onnx.GraphProto) -> str:
     """The graph output itself when the layer's tensor only reaches it through a Cast
     (AutoCast keeps float32 outputs that way): it is the tensor users compare."""
     readers = [n for n in graph.node if tensor in n.input]

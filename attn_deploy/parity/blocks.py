@@ -10,8 +10,8 @@ PyTorch, on the same letterboxed images:
 
 Both are judged relative to the layer's scale (max |error| over max |reference|): a gate is in
 [0, 1], a C3 output wherever its activations are; the Detect output is judged as boxes
-(pixels) and scores ([0, 1]) apart, the worse of the two speaking for it. The culprit is the layer with the largest relative
-local error, when that exceeds the tolerance. Candidates are ONNX files (ONNX Runtime) or
+(pixels) and scores ([0, 1]) apart, the worse of the two speaking for it. The culprit is the
+layer with the largest relative local error, when that exceeds the tolerance. Candidates are ONNX files (ONNX Runtime) or
 TensorRT engines (``engines/trt_blocks.py``): a backend only has to run the graph with the
 boundaries as outputs, and one layer apart.
 """
@@ -165,7 +165,7 @@ def run_typed(runner: Any, arrays: list[np.ndarray]) -> dict[str, np.ndarray]:
     return {k: np.asarray(v, dtype=np.float32) for k, v in runner.run(feed).items()}
 
 
-def open_blocks(path: str | Path, net: DetectionModel, threads: int | None = None) -> tuple[BlockBackend, list[LayerBoundary]]:
+def open_blocks(path: str | Path, net: DetectionModel) -> tuple[BlockBackend, list[LayerBoundary]]:
     """The backend for a candidate file and its layer boundaries, checked against ``net``."""
     import onnx
 
@@ -195,7 +195,7 @@ def open_blocks(path: str | Path, net: DetectionModel, threads: int | None = Non
         return TrtBlocks(path, bounds), bounds
     from attn_deploy.parity.onnx_blocks import OnnxBlocks
 
-    return OnnxBlocks(path, bounds, threads), bounds
+    return OnnxBlocks(path, bounds), bounds
 
 
 class RunnerBlocks:

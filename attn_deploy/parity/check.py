@@ -19,10 +19,10 @@ import numpy as np
 from attn_deploy.data import Batch, ImageLoader, Letterbox, load_data
 from attn_deploy.engines import Runner, TorchRunner
 from attn_deploy.errors import UserError
-from attn_deploy.models.yolo import DetectionModel
-from attn_deploy.parity.coco import CocoEvaluator, MapResult
 from attn_deploy.exporter.layers import LayerBoundary
+from attn_deploy.models.yolo import DetectionModel
 from attn_deploy.parity.blocks import DEFAULT_TOLERANCE, BlockBackend, BlockReport, per_block
+from attn_deploy.parity.coco import CocoEvaluator, MapResult
 from attn_deploy.parity.match import Agreement, Match
 from attn_deploy.parity.nms import Detections
 from attn_deploy.parity.postprocess import MAP_NMS, SHIP_NMS, postprocess

@@ -36,15 +36,15 @@ def with_outputs(model: onnx.ModelProto, tensors: list[str]) -> onnx.ModelProto:
 class OnnxBlocks(RunnerBlocks):
     """``BlockBackend`` for an ONNX file: one session for the boundaries, one per layer."""
 
-    def __init__(self, path: str | Path, boundaries: list[LayerBoundary], threads: int | None = None) -> None:
+    def __init__(self, path: str | Path, boundaries: list[LayerBoundary]) -> None:
         super().__init__()
         model = onnx.load(str(path))
-        self.whole = OnnxrtRunner(with_outputs(model, [b.output for b in boundaries]).SerializeToString(), threads)
+        self.whole = OnnxrtRunner(with_outputs(model, [b.output for b in boundaries]).SerializeToString())
         extractor = onnx.utils.Extractor(model)
         for b in boundaries:
             try:
                 sub = extractor.extract_model(list(dict.fromkeys(b.inputs)), [b.output])
-                part = OnnxrtRunner(sub.SerializeToString(), threads)
+                part = OnnxrtRunner(sub.SerializeToString())
                 part.activate()  # a subgraph ONNX Runtime refuses fails here, not mid-run
                 self.parts[b.index] = part
             except Exception as e:  # noqa: BLE001 - a layer that cannot be cut out loses its local figure only
