@@ -1,0 +1,103 @@
+"""``build`` and ``bench``: TensorRT engines, and trtexec-style timing of any backend."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from attn_deploy.cli.group import main
+from attn_deploy.cli.options import ImageSize, Spinner, console, emit_json, json_option, report_option, write_report
+
+
+@main.command()
+@click.argument("onnx_file", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Output FILE.engine (default: beside the ONNX).")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8", "best"]), default="fp32", show_default=True,
+              help="For a float32 ONNX; an FP16 or Q/DQ ONNX is built strongly typed.")
+@click.option("--workspace", type=click.FloatRange(0.0, 1024.0, min_open=True), help="Builder workspace limit, GiB.")
+@click.option("--min-shape", help="Dynamic input: smallest NxCxHxW.")
+@click.option("--opt-shape", help="Dynamic input: the NxCxHxW to tune for.")
+@click.option("--max-shape", help="Dynamic input: largest NxCxHxW.")
+@click.option("--timing-cache", type=click.Path(dir_okay=False), help="Read and update this tactic timing cache.")
+@click.option("--dla-core", type=click.IntRange(0, 15), help="Build for this DLA core (Jetson AGX/NX).")
+@click.option("--gpu-fallback", is_flag=True, help="With --dla-core: layers DLA cannot run go to the GPU.")
+@click.option("--calib-cache", type=click.Path(dir_okay=False), help="Implicit INT8 (TensorRT 8.x-10.x): the cache 'calib --cache' wrote.")
+@json_option
+def build(
+    onnx_file: str, output: str | None, precision: str, workspace: float | None, min_shape: str | None,
+    opt_shape: str | None, max_shape: str | None, timing_cache: str | None, dla_core: int | None,
+    gpu_fallback: bool, calib_cache: str | None, as_json: bool,
+) -> None:
+    """Build a TensorRT engine from ONNX_FILE (FILE.engine + FILE.engine.json)."""
+    from pathlib import Path
+
+    from attn_deploy.engines.build import BuildOptions, build_engine, parse_shape
+    from attn_deploy.report import build_table
+
+    given = [x for x in (min_shape, opt_shape, max_shape) if x]
+    if given and len(given) != 3:
+        raise click.BadParameter("give all three of --min-shape, --opt-shape, --max-shape", param_hint="--min-shape")
+    shapes = tuple(parse_shape(x) for x in given) if given else None
+    opts = BuildOptions(precision, workspace, shapes, Path(timing_cache) if timing_cache else None, dla_core, gpu_fallback,
+                        Path(calib_cache) if calib_cache else None)
+    with Spinner("building the engine"):
+        result = build_engine(onnx_file, output, opts)
+    if as_json:
+        emit_json(result.to_dict())
+    else:
+        console().print(build_table(result))
+
+
+@main.command()
+@click.argument("targets", nargs=-1, required=True)
+@click.option("--backend", type=click.Choice(["torch", "ort", "trt"]), help="Default: torch for a model, ort for .onnx, trt for an engine.")
+@click.option("--precision", type=click.Choice(["fp32", "fp16"]), help="PyTorch on a GPU: fp16 runs the model in half.")
+@click.option("--batch", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--imgsz", type=ImageSize(), help="Input size (a static ONNX fixes it; default 640).")
+@click.option("--warmup", type=click.FloatRange(0.0, 3600.0), default=1.0, show_default=True, help="Seconds of warm-up per target.")
+@click.option("--iterations", type=click.IntRange(1, 10_000_000), help="Timed batches per target (instead of --duration).")
+@click.option("--duration", type=click.FloatRange(0.0, 86_400.0, min_open=True), default=3.0, show_default=True,
+              help="Seconds of timing per target.")
+@click.option("--cuda-graph", is_flag=True, help="PyTorch on a GPU: replay the forward as a CUDA graph.")
+@click.option("--compare", is_flag=True, help="Several TARGET[@BACKEND[:PRECISION]] interleaved in one run; ratios to the first.")
+@click.option("-o", "--output", default="bench", show_default=True, help="With --compare: writes OUTPUT.json and OUTPUT.png.")
+@report_option
+@json_option
+def bench(
+    targets: tuple[str, ...], backend: str | None, precision: str | None, batch: int, imgsz: tuple[int, int] | None,
+    warmup: float, iterations: int | None, duration: float, cuda_graph: bool, compare: bool, output: str,
+    report_dir: str | None, as_json: bool,
+) -> None:
+    """Latency and throughput of a model name, an ONNX file or an engine (trtexec's statistics)."""
+    from attn_deploy.engines import bench as bench_lib
+    from attn_deploy.engines.workloads import split_spec, workload_for
+    from attn_deploy.models.yolo import check_size_limits
+    from attn_deploy.report import bench_table
+
+    if len(targets) > 1 and not compare:
+        raise click.UsageError("several targets need --compare")
+    check_size_limits(imgsz or (640, 640), batch)
+    loads = []
+    for text in targets:
+        target, b, p = split_spec(text) if compare else (text, None, None)
+        loads.append(workload_for(target, b or backend, p or precision, batch, imgsz, cuda_graph))
+    opts = bench_lib.BenchOptions(warmup, iterations, duration)
+    with Spinner("timing") as status:
+        results = bench_lib.compare(loads, opts, progress=lambda n, total: status(f"timing: {n} batches each"))
+    doc = [r.to_dict() for r in results]
+    if compare:
+        from pathlib import Path
+
+        from attn_deploy.engines.chart import bench_chart
+        from attn_deploy.files import atomic_write
+
+        atomic_write(Path(f"{output}.json"), json.dumps({"results": doc}, indent=2).encode())
+        bench_chart(results, Path(f"{output}.png"))
+    if as_json:
+        emit_json({"results": doc} if compare else doc[0])
+    else:
+        console(124).print(bench_table(results))
+    from attn_deploy.htmlreport.pages import bench_page
+
+    write_report(report_dir, lambda: bench_page(results), {"results": doc})

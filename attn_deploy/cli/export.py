@@ -1,0 +1,63 @@
+"""``export`` and ``lint``: a model to a checked ONNX file, and the TensorRT parser check."""
+
+from __future__ import annotations
+
+import click
+
+from attn_deploy.cli.group import main
+from attn_deploy.cli.options import (UNIT, ImageSize, Spinner, console, emit_json, gate, json_option,
+                                     model_options)
+
+
+@main.command()
+@model_options
+@click.option("--imgsz", type=ImageSize(), default="640", show_default=True, help="Input size: N or H,W.")
+@click.option("--batch", type=click.IntRange(1), default=1, show_default=True, help="Batch size (the example batch with --dynamic).")
+@click.option("--dynamic", is_flag=True, help="Dynamic batch, height and width.")
+@click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset, 13 to 20.")
+@click.option("--nms", is_flag=True, help="End the graph in ONNX NonMaxSuppression (num_dets, det_boxes, det_scores, det_classes).")
+@click.option("--topk", type=click.IntRange(1), default=100, show_default=True, help="With --nms: detections kept per image.")
+@click.option("--iou-thres", type=UNIT, default=0.45, show_default=True, help="With --nms: IoU above which boxes are suppressed.")
+@click.option("--conf-thres", type=UNIT, default=0.25, show_default=True, help="With --nms: minimum score.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Output FILE.onnx (default ./NAME.onnx).")
+@click.option("--no-check", is_flag=True, help="Skip the TensorRT lint and the parity check.")
+@json_option
+def export(
+    model_name: str | None, cfg: str | None, weights: str | None, imgsz: tuple[int, int], batch: int,
+    dynamic: bool, opset: int, nms: bool, topk: int, iou_thres: float, conf_thres: float,
+    output: str | None, no_check: bool, as_json: bool,
+) -> None:
+    """Export a model to ONNX (FILE.onnx + FILE.json), then lint it and check it against PyTorch."""
+    from attn_deploy.exporter import ExportSpec, NmsOptions, export_model
+    from attn_deploy.models import load_model
+    from attn_deploy.report import export_table
+
+    spec = ExportSpec(imgsz, batch, dynamic, opset)
+    spec.check()  # sizes and opset refused before the model is built
+    with Spinner("loading the model"):
+        net = load_model(model_name, cfg, weights)
+    source = {k: v for k, v in (("model", model_name), ("cfg", cfg), ("weights", weights)) if v}
+    nms_opts = NmsOptions(topk, iou_thres, conf_thres) if nms else None
+    with Spinner("exporting") as status:
+        result = export_model(net, output, spec, nms_opts, check=not no_check, source=source, progress=status)
+    if as_json:
+        emit_json(result.to_dict())
+    else:
+        console().print(export_table(result))
+    gate(result.passed, "export checks failed", result.failures())
+
+
+@main.command()
+@click.argument("onnx_file", type=click.Path(dir_okay=False))
+@json_option
+def lint(onnx_file: str, as_json: bool) -> None:
+    """Check ONNX_FILE, then every node against TensorRT's ONNX parser support (exit 1 if any fails)."""
+    from attn_deploy.exporter import lint_onnx
+    from attn_deploy.report import lint_table
+
+    report = lint_onnx(onnx_file)
+    if as_json:
+        emit_json(report.to_dict())
+    else:
+        console().print(lint_table(report))
+    gate(report.passed, f"{len(report.findings)} node(s) TensorRT would refuse", [])

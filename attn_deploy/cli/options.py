@@ -1,0 +1,107 @@
+"""Option sets and output helpers shared by the verbs."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from typing import Any, Callable
+
+import click
+
+from attn_deploy.errors import UserError
+
+# thresholds the user gives as probabilities, IoUs or agreement rates
+UNIT = click.FloatRange(0.0, 1.0)
+NON_NEGATIVE = click.FloatRange(0.0)
+
+
+class ImageSize(click.ParamType):
+    """``640`` (square) or ``480,640`` / ``480x640`` (H, W); sizes checked up front."""
+
+    name = "N|H,W"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> tuple[int, int]:
+        from attn_deploy.models.yolo import check_size_limits
+
+        if isinstance(value, tuple):
+            return value
+        parts = re.split(r"[x,]", str(value).strip().lower())
+        if len(parts) in (1, 2) and all(p.strip().isdigit() for p in parts) and len(str(value)) < 32:
+            h, w = (int(parts[0]),) * 2 if len(parts) == 1 else (int(parts[0]), int(parts[1]))
+            try:
+                return check_size_limits((h, w))
+            except UserError as e:
+                self.fail(e.message, param, ctx)
+        self.fail(f"{str(value)[:40]!r} is not an image size (N, or H,W)", param, ctx)
+
+
+def model_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """--model / --cfg / --weights, shared by every verb that starts from a PyTorch model."""
+    f = click.option("--weights", type=click.Path(dir_okay=False), help="yolov5/YOLOAir checkpoint or state dict (.pt).")(f)
+    f = click.option("--cfg", type=click.Path(dir_okay=False), help="A yolov5-format model yaml.")(f)
+    f = click.option("--model", "model_name", metavar="NAME", help="Built-in model, e.g. yolov5s-ca (see 'models').")(f)
+    return f
+
+
+def json_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")(f)
+
+
+def report_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--report", "report_dir", type=click.Path(file_okay=False),
+                        help="Also write DIR/report.html (self-contained, opens offline) and DIR/report.json.")(f)
+
+
+def write_report(directory: str | None, page: Callable[[], Any], doc: dict[str, Any]) -> None:
+    """Write the report when asked (before any gate exits: a failing run is when it is needed)."""
+    if directory is None:
+        return
+    from attn_deploy.htmlreport import write_report as write
+
+    try:
+        path = write(directory, page(), doc)
+    except OSError as e:
+        raise UserError(f"cannot write the report in {directory}: {e.strerror or e}") from None
+    click.echo(f"attn-deploy: report written to {path}", err=True)
+
+
+def emit_json(doc: Any) -> None:
+    click.echo(json.dumps(doc, indent=2, default=str))
+
+
+def console(width: int = 100) -> Any:
+    from rich.console import Console
+
+    return Console(file=sys.stdout, soft_wrap=False, width=max(width, Console().width))
+
+
+def gate(passed: bool, what: str, details: list[str]) -> None:
+    """Exit 1 after a failed check, saying by how much on stderr."""
+    if not passed:
+        detail = f": {'; '.join(details)}" if details else ""
+        click.echo(f"attn-deploy: {what}{detail}", err=True)
+        raise SystemExit(1)
+
+
+class Spinner:
+    """A transient spinner on stderr for long steps; silent when stderr is not a terminal."""
+
+    def __init__(self, message: str) -> None:
+        from rich.console import Console
+
+        self.console = Console(stderr=True)
+        self.live = self.console.status(message) if self.console.is_terminal else None
+
+    def __enter__(self) -> Callable[[str], None]:
+        if self.live is not None:
+            self.live.__enter__()
+        return self.update
+
+    def update(self, message: str) -> None:
+        if self.live is not None:
+            self.live.update(message)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.live is not None:
+            self.live.__exit__(*exc)

@@ -1,0 +1,60 @@
+"""``parity``: the ship/no-ship gate of a deployable file against PyTorch."""
+
+from __future__ import annotations
+
+import click
+
+from attn_deploy.cli.group import main
+from attn_deploy.cli.options import (NON_NEGATIVE, UNIT, ImageSize, Spinner, console, emit_json, gate, json_option,
+                                     model_options, report_option, write_report)
+
+
+@main.command()
+@model_options
+@click.option("--against", "candidate", required=True, type=click.Path(dir_okay=False), help="The candidate: FILE.onnx.")
+@click.option("--data", type=click.Path(), help="Images: a folder, an image, or a YOLO data.yaml (its val split, with labels: mAP).")
+@click.option("--imgsz", type=ImageSize(), help="Input size for a candidate with dynamic H, W (default 640).")
+@click.option("--max-images", type=click.IntRange(1), help="Use at most N images.")
+@click.option("--max-map-drop", type=NON_NEGATIVE, default=0.5, show_default=True, help="Gate: mAP50-95 drop in points.")
+@click.option("--min-agreement", type=UNIT, default=0.95, show_default=True, help="Gate: detection agreement.")
+@click.option("--on-error", type=click.Choice(["skip", "fail"]), default="skip", show_default=True, help="Unreadable images or labels: leave them out, or stop.")
+@click.option("--per-block", is_flag=True, help="Also each yaml layer's accumulated and local error, and the culprit.")
+@click.option("--block-images", type=click.IntRange(1), default=32, show_default=True, help="With --per-block: images used.")
+@click.option("--block-tolerance", type=NON_NEGATIVE, default=1e-2, show_default=True,
+              help="With --per-block: relative local error above which the worst layer is named the culprit.")
+@report_option
+@json_option
+def parity(
+    model_name: str | None, cfg: str | None, weights: str | None, candidate: str, data: str | None,
+    imgsz: tuple[int, int] | None, max_images: int | None, max_map_drop: float, min_agreement: float,
+    on_error: str, per_block: bool, block_images: int, block_tolerance: float, report_dir: str | None, as_json: bool,
+) -> None:
+    """Judge a deployable model against PyTorch: tensors, detections, mAP (exit 1 if outside the gates)."""
+    from attn_deploy.engines import runner_for
+    from attn_deploy.models import load_model
+    from attn_deploy.parity.blocks import open_blocks
+    from attn_deploy.parity.check import Gates, ParityOptions, check_parity
+    from attn_deploy.report import blocks_table, parity_table
+
+    net = load_model(model_name, cfg, weights)
+    opts = ParityOptions(data, imgsz, max_images, on_error, Gates(min_agreement, max_map_drop),
+                         block_images=block_images, block_tolerance=block_tolerance, examples=6 if report_dir else 0)
+    with Spinner("comparing") as status:
+        blocks = open_blocks(candidate, net) if per_block else None
+        result = check_parity(net, runner_for(candidate), candidate, opts, blocks=blocks,
+                              progress=lambda done, total: status(f"comparing: {done}/{total} images"))
+    for line in result.skipped:
+        click.echo(f"attn-deploy: skipped {line}", err=True)
+    if result.skipped:
+        click.echo(f"attn-deploy: compared {result.images} of {result.requested} images "
+                   f"({len(result.skipped)} left out, above)", err=True)
+    if as_json:
+        emit_json(result.to_dict())
+    else:
+        console().print(parity_table(result))
+        if result.blocks is not None:
+            console(120).print(blocks_table(result.blocks))
+    from attn_deploy.htmlreport.pages import parity_page
+
+    write_report(report_dir, lambda: parity_page(result, list(net.names)), result.to_dict())
+    gate(result.passed, "parity gate failed", result.failures())
