@@ -2,20 +2,41 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from attn_deploy.errors import UserError
+from attn_deploy.errors import UserError, one_line
+
+
+def check_writable(path: str | Path) -> Path:
+    """Refuse an output that cannot be created, before any work is spent on it."""
+    p = Path(path)
+    if p.is_dir():
+        raise UserError(f"cannot write {p}: it is a folder")
+    if not p.parent.is_dir():
+        raise UserError(f"cannot write {p}: folder {p.parent} does not exist")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name[:64]}.", suffix=".probe", dir=p.parent)
+    except OSError as e:
+        raise UserError(f"cannot write in {p.parent}: {e.strerror or type(e).__name__}") from e
+    os.close(fd)
+    Path(tmp).unlink(missing_ok=True)
+    return p
 
 
 def atomic_write(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
     p = Path(path)
-    if p.parent and not p.parent.is_dir():
-        raise UserError(f"output folder does not exist: {p.parent}")
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".part", dir=p.parent)
+    check_writable(p)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name[:64]}.", suffix=".part", dir=p.parent)
+    except OSError as e:
+        raise UserError(f"cannot write {p}: {e.strerror or type(e).__name__}") from e
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a written file gets the usual mode
         with os.fdopen(fd, "wb") as f:
@@ -23,10 +44,26 @@ def atomic_write(path: str | Path, data: bytes) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, p)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise UserError(f"cannot write {p}: {e.strerror or type(e).__name__}") from e
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return p
+
+
+@contextlib.contextmanager
+def all_or_nothing() -> Iterator[list[Path]]:
+    """Outputs that belong together: each written path is appended to the yielded list, and
+    if anything fails before the block ends, every one of them is removed again."""
+    written: list[Path] = []
+    try:
+        yield written
+    except BaseException:
+        for p in written:
+            p.unlink(missing_ok=True)
+        raise
 
 
 def sha256(data: bytes) -> str:
@@ -37,3 +74,56 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+MAX_YAML_BYTES = 1 << 20  # a model or data yaml is a few kB; a megabyte is already generous
+MAX_YAML_LEAVES = 100_000  # what its anchors and aliases may expand to (yolov5x.yaml: ~250)
+
+
+def read_yaml(path: str | Path, what: str) -> Any:
+    """A yaml file, read safely: size-capped, ``yaml.safe_load`` (no tags that run code), and
+    refused when its aliases expand to more than MAX_YAML_LEAVES values ("billion laughs")."""
+    import yaml
+
+    p = Path(path)
+    try:
+        if p.stat().st_size > MAX_YAML_BYTES:
+            raise UserError(f"{p} is {p.stat().st_size // 1024} KiB: too large for a {what} (at most 1 MiB)")
+        doc = yaml.safe_load(p.read_bytes().decode("utf-8"))
+    except OSError as e:
+        raise UserError(f"cannot read {what} {p}: {e.strerror or type(e).__name__}") from e
+    except UnicodeDecodeError as e:
+        raise UserError(f"{p} is not a text file (a {what} is UTF-8 yaml)") from e
+    except yaml.YAMLError as e:
+        raise UserError(f"{p} is not valid yaml: {one_line(str(e), 100)}", detail=str(e)) from e
+    except RecursionError as e:
+        raise UserError(f"{p}: yaml nested too deeply for a {what}") from e
+    check_expansion(doc, str(p))
+    return doc
+
+
+def check_expansion(doc: Any, where: str, limit: int = MAX_YAML_LEAVES) -> int:
+    """How many values ``doc`` holds once shared references are expanded; a user error past
+    ``limit`` or on a structure that contains itself. Linear in the distinct objects."""
+    sizes: dict[int, int] = {}
+
+    def size(x: Any, depth: int) -> int:
+        if not isinstance(x, (list, tuple, dict)):
+            return 1
+        if id(x) in sizes:
+            if sizes[id(x)] < 0:
+                raise UserError(f"{where}: a value contains itself (a recursive yaml alias)")
+            return sizes[id(x)]
+        if depth > 64:
+            raise UserError(f"{where}: nested more than 64 levels deep")
+        sizes[id(x)] = -1
+        items = list(x.keys()) + list(x.values()) if isinstance(x, dict) else x
+        total = 1
+        for item in items:
+            total += size(item, depth + 1)
+            if total > limit:
+                raise UserError(f"{where}: its aliases expand to over {limit:,} values (a yaml bomb?)")
+        sizes[id(x)] = total
+        return total
+
+    return size(doc, 0)

@@ -122,7 +122,8 @@ def parity_table(result: ParityResult) -> Table:
         t.add_row("mAP50-95 drop (points)", f"{drop:.3f}", f"<= {result.gates.max_map_drop:g}",
                   "pass" if drop <= result.gates.max_map_drop else "FAIL")
     if result.skipped:
-        t.add_row("images skipped (unreadable)", str(len(result.skipped)), "", "")
+        t.add_row("images compared / asked for", f"{result.images} / {result.requested}",
+                  f"{len(result.skipped)} unreadable, left out", "")
     t.add_row("verdict", "", "", "[green]PASS[/green]" if result.passed else "[red]FAIL[/red]")
     return t
 

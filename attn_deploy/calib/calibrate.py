@@ -23,7 +23,8 @@ from attn_deploy.calib.search import Decision, Sensitivity, choose
 from attn_deploy.errors import UserError
 from attn_deploy.exporter.export import read_sidecar
 from attn_deploy.exporter.layers import LayerRow, find_boundaries
-from attn_deploy.files import atomic_write
+from attn_deploy.files import atomic_write, check_writable
+from attn_deploy.onnxfile import read_onnx
 
 Progress = Callable[[str], None]
 
@@ -115,7 +116,7 @@ def calibrate(src_path: str | Path, opts: CalibOptions, progress: Progress = lam
     val = opts.val or opts.data
     if val is None:
         raise UserError("calib needs images: --data (a folder or a data.yaml) and/or --val", "accuracy is measured, not assumed")
-    model = onnx.load(str(src))
+    model = read_onnx(src)
     sidecar = read_sidecar(src)
     batch, imgsz = _geometry(model)
     progress("reading calibration and validation images")
@@ -123,7 +124,9 @@ def calibrate(src_path: str | Path, opts: CalibOptions, progress: Progress = lam
     ev = Evaluator(val, imgsz, batch, None)
     progress("scoring the float32 model")
     ref = ev.set_reference(src)
-    out = Path(opts.output) if opts.output else src.with_name(f"{src.stem}.{opts.precision}.onnx")
+    out = check_writable(Path(opts.output) if opts.output else src.with_name(f"{src.stem}.{opts.precision}.onnx"))
+    if out.resolve() == src.resolve():
+        raise UserError(f"-o {out} is the input itself: write the {opts.precision} graph elsewhere")
     base = dict(output=out, precision=opts.precision, calibration=origin, images=len(images),
                 val=str(val), budget=opts.max_map_drop, reference=ref)
     if opts.precision == "fp16":

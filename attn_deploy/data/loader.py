@@ -80,17 +80,24 @@ class ImageLoader:
         return len(self.source) if self.max_images is None else min(len(self.source), self.max_images)
 
     def __iter__(self) -> Iterator[Batch]:
+        """The batches; a user error, once every image was tried, when none was usable: a
+        check that compared nothing must never pass."""
         self.skipped = []
         pending: list[tuple[Sample, np.ndarray, Letterbox, np.ndarray]] = []
+        used = 0
         for sample in self.source.samples[: len(self)]:
             item = self._load(sample)
             if item is not None:
                 pending.append(item)
+                used += 1
             if len(pending) == self.batch_size:
                 yield self._batch(pending)
                 pending = []
         if pending:
             yield self._batch(pending)
+        if not used:
+            first = f" (first: {self.skipped[0]})" if self.skipped else ""
+            raise UserError(f"no usable image in {self.source.origin}: all {len(self)} were unreadable or badly labelled{first}")
 
     def _load(self, sample: Sample) -> tuple[Sample, np.ndarray, Letterbox, np.ndarray] | None:
         try:

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from attn_deploy.errors import UserError
+from attn_deploy.files import read_yaml
 
 IMAGE_SUFFIXES = frozenset({".bmp", ".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp"})
 
@@ -107,10 +107,7 @@ def _images_in(p: Path) -> list[Path]:
 
 
 def _from_yaml(p: Path, split: str) -> DataSource:
-    try:
-        doc = yaml.safe_load(p.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise UserError(f"{p}: not a readable yaml: {str(e).splitlines()[0]}") from None
+    doc = read_yaml(p, "data yaml")
     if not isinstance(doc, dict) or split not in doc:
         raise UserError(f"{p}: no '{split}' entry (a YOLO data.yaml names its train/val image sets)")
     root = p.parent / str(doc.get("path") or "")
@@ -125,7 +122,10 @@ def _from_yaml(p: Path, split: str) -> DataSource:
 
 def _list_entry(entry: Path, yaml_path: Path) -> list[Path]:
     if entry.suffix == ".txt" and entry.is_file():
-        lines = [ln.strip() for ln in entry.read_text().splitlines() if ln.strip()]
+        try:
+            lines = [ln.strip() for ln in entry.read_text().splitlines() if ln.strip()]
+        except (OSError, UnicodeDecodeError) as e:
+            raise UserError(f"{yaml_path}: cannot read the image list {entry}") from e
         return [entry.parent / ln.removeprefix("./") if not Path(ln).is_absolute() else Path(ln) for ln in lines]
     if not entry.exists():
         raise UserError(f"{yaml_path}: {entry} does not exist")
@@ -136,6 +136,8 @@ def _names(names: Any, p: Path) -> list[str] | None:
     if names is None:
         return None
     if isinstance(names, dict):
+        if not all(isinstance(k, int) and not isinstance(k, bool) for k in names):
+            raise UserError(f"{p}: 'names' keys must be class ids (0, 1, ...)")
         return [str(names[k]) for k in sorted(names)]
     if isinstance(names, list):
         return [str(n) for n in names]

@@ -20,6 +20,9 @@ def runner_for(path: str | Path) -> Runner:
         raise UserError(f"file not found: {p}")
     suffix = p.suffix.lower()
     if suffix in ONNX_SUFFIXES:
+        from attn_deploy.onnxfile import read_onnx
+
+        read_onnx(p)  # refused in one line here, before ONNX Runtime's paragraph
         return OnnxrtRunner(p)
     if suffix in ENGINE_SUFFIXES:
         from attn_deploy.engines.trt import TrtRunner

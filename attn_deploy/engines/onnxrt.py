@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from attn_deploy.engines.base import Runner, TensorSpec
-from attn_deploy.errors import UserError
+from attn_deploy.errors import UserError, library_text
 
 
 class OnnxrtRunner(Runner):
@@ -35,7 +35,10 @@ class OnnxrtRunner(Runner):
         try:
             self.session = ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph types
-            raise UserError(f"ONNX Runtime cannot load the model: {str(e).splitlines()[0]}") from e
+            raise UserError(f"ONNX Runtime cannot load {self._label()}: {library_text(e, 120)}", detail=str(e)) from e
+
+    def _label(self) -> str:
+        return "the model" if isinstance(self.model, bytes) else str(self.model)
 
     def deactivate_impl(self) -> None:
         self.session = None

@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Callable
 
-from attn_deploy.errors import UserError
+from attn_deploy.onnxfile import read_onnx
 
 TRT_VERSION = "10.15"
 SOURCE = "onnx/onnx-tensorrt docs/operators.md (TensorRT 10.15)"
@@ -98,7 +98,8 @@ FIXES = {
 
 
 def lint_onnx(model: str | Path | "onnx.ModelProto") -> LintReport:  # noqa: F821
-    """Check an ONNX file (or loaded model) against TensorRT's parser support table."""
+    """Check an ONNX file (or loaded model) against TensorRT's parser support table; a file that
+    is not a valid ONNX model at all is a user error (``onnxfile.read_onnx``), not a finding."""
     import onnx
 
     proto, path = _load(model)
@@ -122,13 +123,7 @@ def _load(model: Any) -> tuple[Any, str]:
 
     if isinstance(model, onnx.ModelProto):
         return model, model.graph.name or "<model>"
-    p = Path(model)
-    if not p.is_file():
-        raise UserError(f"ONNX file not found: {p}")
-    try:
-        return onnx.load(str(p), load_external_data=False), str(p)
-    except Exception as e:  # noqa: BLE001 - protobuf raises DecodeError and friends
-        raise UserError(f"{p} is not a valid ONNX file: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
+    return read_onnx(model), str(model)
 
 
 def _constants(proto: Any) -> dict[str, Any]:

@@ -20,7 +20,7 @@ import torch
 
 from attn_deploy import __version__
 from attn_deploy.errors import UserError
-from attn_deploy.models.yolo import DetectionModel
+from attn_deploy.models.yolo import DetectionModel, check_size_limits
 
 MIN_OPSET, MAX_OPSET = 13, 20
 INPUT, OUTPUT = "images", "output0"
@@ -38,8 +38,7 @@ class ExportSpec:
     def check(self) -> None:
         if not MIN_OPSET <= self.opset <= MAX_OPSET:
             raise UserError(f"--opset {self.opset} is not supported", f"use {MIN_OPSET} to {MAX_OPSET}")
-        if self.batch < 1:
-            raise UserError(f"--batch must be at least 1, got {self.batch}")
+        check_size_limits(self.imgsz, self.batch)
 
     def dynamic_axes(self) -> dict[str, dict[int, str]] | None:
         if not self.dynamic:

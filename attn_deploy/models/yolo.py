@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
-import yaml
 from torch import Tensor, nn
 
-from attn_deploy.errors import UserError
+from attn_deploy.errors import UserError, one_line
+from attn_deploy.files import check_expansion, read_yaml
 from attn_deploy.models import common
 from attn_deploy.models.attention import AttentionSpec, attention_aliases, find_attention
 
@@ -107,11 +107,54 @@ def _unknown_module(name: str) -> UserError:
     return UserError(f"unknown module {name!r}", hint)
 
 
+MAX_CLASSES = 100_000
+MAX_ROWS = 1_000
+MAX_CHANNELS = 65_536
+MAX_REPEATS = 100  # a row's module count after depth_multiple (yolov5x: 12)
+MAX_PARAMS = 2_000_000_000  # yolov5x has 86.7M; a model of 8 GB of float32 is nobody's
+
+
+def _number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def check_cfg(cfg: dict[str, Any], where: str) -> None:
+    """The scalar keys of a model definition, checked before anything is built from them."""
+    nc = cfg.get("nc")
+    if not (isinstance(nc, int) and not isinstance(nc, bool) and 0 < nc <= MAX_CLASSES):
+        raise UserError(f"{where}: 'nc' must be a class count from 1 to {MAX_CLASSES}, not {_short(nc)}")
+    for key in ("depth_multiple", "width_multiple"):
+        v = cfg.get(key, 1.0)
+        if not (_number(v) and 0 < v <= 10):
+            raise UserError(f"{where}: {key!r} must be a number in (0, 10], not {_short(v)}")
+    a = cfg.get("anchors")
+    grid = isinstance(a, list) and a and all(
+        isinstance(r, list) and r and len(r) % 2 == 0 and all(_number(x) and x > 0 for x in r) for r in a)
+    count = isinstance(a, int) and not isinstance(a, bool) and 0 < a <= 100
+    if not (grid or count):
+        raise UserError(f"{where}: 'anchors' must be rows of positive w,h pairs or an anchor count, not {_short(a)}")
+    ch = cfg.get("ch", 3)
+    if not (isinstance(ch, int) and not isinstance(ch, bool) and 0 < ch <= 64):
+        raise UserError(f"{where}: 'ch' must be an input channel count from 1 to 64, not {_short(ch)}")
+    for key in ("backbone", "head"):
+        if not isinstance(cfg.get(key), list):
+            raise UserError(f"{where}: {key!r} must be a list of [from, number, module, args] rows")
+    if len(cfg["backbone"]) + len(cfg["head"]) > MAX_ROWS:
+        raise UserError(f"{where}: more than {MAX_ROWS} rows")
+
+
+def _short(v: Any, n: int = 40) -> str:
+    text = repr(v)
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
 class ModelBuilder:
     """Turns rows into modules, keeping yolov5's channel list ``ch``."""
 
     def __init__(self, cfg: dict[str, Any], ch: int, where: str) -> None:
+        check_cfg(cfg, where)
         self.where = where
+        self.params = 0
         self.nc = int(cfg["nc"])
         anchors = cfg["anchors"]
         self.na = len(anchors[0]) // 2 if isinstance(anchors, list) else int(anchors)
@@ -131,27 +174,37 @@ class ModelBuilder:
         where = f"{self.where} row {row.index} ({row.name})"
         args = [_resolve_arg(a, self.names) for a in row.args]
         n = max(round(row.number * self.gd), 1) if row.number > 1 else row.number
-        name = _strip_nn(row.name)
+        if not 0 < n <= MAX_REPEATS:
+            raise UserError(f"{where}: 'number' {row.number} gives {n} modules (1 to {MAX_REPEATS})")
         try:
-            if name in CHANNEL_BLOCKS:
-                module, c2 = self._channel_block(name, row, args, n)
-            elif (spec := find_attention(row.name)) is not None:
-                module, c2 = self._attention(spec, row, args, n, where)
-            elif name in OTHER_BLOCKS:
-                module, c2 = self._other(name, row, args, n)
-            else:
-                raise _unknown_module(row.name)
+            with torch.device("meta"):  # sized first, without memory: a row cannot ask for terabytes
+                size = sum(p.numel() for p in self._module(row, args, n, where)[0].parameters())
+            self.params += size
+            if self.params > MAX_PARAMS:
+                raise UserError(f"the model passes {MAX_PARAMS / 1e9:g}B parameters here ({size:,} in this row)")
+            return self._module(row, args, n, where)
         except UserError as e:
             raise UserError(e.message if e.message.startswith(self.where) else f"{where}: {e.message}", e.hint) from e
-        except (TypeError, ValueError, IndexError, RuntimeError) as e:
-            raise UserError(f"{where}: cannot build with args {row.args}: {e}") from e
-        return module, c2
+        except (TypeError, ValueError, IndexError, RuntimeError, OverflowError, ZeroDivisionError, AttributeError) as e:
+            raise UserError(f"{where}: cannot build with args {_short(row.args)}: {one_line(str(e), 100)}") from e
+
+    def _module(self, row: Row, args: list[Any], n: int, where: str) -> tuple[nn.Module, int]:
+        args, name = copy.deepcopy(args), _strip_nn(row.name)
+        if name in CHANNEL_BLOCKS:
+            return self._channel_block(name, row, args, n)
+        if (spec := find_attention(row.name)) is not None:
+            return self._attention(spec, row, args, n, where)
+        if name in OTHER_BLOCKS:
+            return self._other(name, row, args, n)
+        raise _unknown_module(row.name)
 
     def _repeat(self, make: Callable[[], nn.Module], n: int) -> nn.Module:
         return nn.Sequential(*(make() for _ in range(n))) if n > 1 else make()
 
     def _channel_block(self, name: str, row: Row, args: list[Any], n: int) -> tuple[nn.Module, int]:
         c1, c2 = self.channels(row.source)[0], args[0]
+        if not (_number(c2) and 0 < c2 <= MAX_CHANNELS):
+            raise UserError(f"output channels must be a number from 1 to {MAX_CHANNELS}, not {_short(c2)}")
         if c2 != self.no:
             c2 = make_divisible(c2 * self.gw, 8)
         args = [c1, c2, *args[1:]]
@@ -220,12 +273,9 @@ def parse_model(
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """A model yaml file as a dict; a user error when missing or malformed."""
     p = Path(path)
-    try:
-        cfg = yaml.safe_load(p.read_text())
-    except OSError as e:
-        raise UserError(f"cannot read model yaml {p}: {e.strerror or e}") from e
-    except yaml.YAMLError as e:
-        raise UserError(f"{p} is not valid yaml: {str(e).splitlines()[0]}") from e
+    if not p.is_file():
+        raise UserError(f"model yaml not found: {p}")
+    cfg = read_yaml(p, "model yaml")
     if not isinstance(cfg, dict):
         raise UserError(f"{p} does not hold a model definition (a mapping with nc, anchors, backbone, head)")
     return cfg
@@ -239,15 +289,20 @@ class DetectionModel(nn.Module):
         source: str | None = None,
     ) -> None:
         super().__init__()
+        where = source or name  # how errors name the definition: a file, or the model
+        if not isinstance(cfg, dict):
+            raise UserError(f"{where}: the model definition is not a mapping")
+        check_expansion(cfg, where)
         self.yaml = copy.deepcopy(cfg)
         self.name = name
-        where = source or name  # how errors name the definition: a file, or the model
         for key in ("nc", "anchors", "backbone", "head"):
             if key not in self.yaml:
                 raise UserError(f"{where}: the model definition has no {key!r}")
         if nc and nc != self.yaml["nc"]:
             self.yaml["nc"] = nc
-        self.yaml["ch"] = ch = int(self.yaml.get("ch", ch))
+        self.yaml.setdefault("ch", ch)
+        check_cfg(self.yaml, where)
+        ch = self.yaml["ch"]
         self.model, self.save, self.rows, self.out_channels = parse_model(copy.deepcopy(self.yaml), ch, where)
         self.names = [str(i) for i in range(self.yaml["nc"])]
         detect = self.model[-1]
@@ -289,8 +344,27 @@ class DetectionModel(nn.Module):
         return x
 
 
+MAX_SIDE = 4096  # pixels: 6x YOLOv5's largest training size; beyond it nobody means it
+MAX_BATCH = 1024
+MAX_INPUT = 64 * 3 * 1024 * 1024  # elements of one input batch (768 MiB of float32)
+
+
+def check_size_limits(imgsz: tuple[int, int], batch: int = 1) -> tuple[int, int]:
+    """Refuse sizes no one means, before anything allocates a tensor of that size."""
+    h, w = imgsz
+    if not (0 < h <= MAX_SIDE and 0 < w <= MAX_SIDE):
+        raise UserError(f"image size {h} x {w} is outside 1 to {MAX_SIDE} pixels per side")
+    if not 0 < batch <= MAX_BATCH:
+        raise UserError(f"batch {batch} is outside 1 to {MAX_BATCH}")
+    if batch * 3 * h * w > MAX_INPUT:
+        raise UserError(f"batch {batch} of {h} x {w} images is over {MAX_INPUT // 2**20}M input values "
+                        f"({MAX_INPUT * 4 // 2**20} MiB); use a smaller batch")
+    return imgsz
+
+
 def check_imgsz(imgsz: tuple[int, int], stride: int) -> tuple[int, int]:
     """The (H, W) input size, refused unless both are multiples of the model's largest stride."""
+    check_size_limits(imgsz)
     bad = [x for x in imgsz if x <= 0 or x % stride]
     if bad:
         fix = " x ".join(str(max(stride, math.ceil(x / stride) * stride)) for x in imgsz)

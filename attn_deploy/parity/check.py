@@ -45,7 +45,8 @@ class ParityResult:
     data: str
     imgsz: tuple[int, int]
     gates: Gates
-    images: int = 0
+    images: int = 0  # compared
+    requested: int = 0  # asked for (--data's images, up to --max-images)
     skipped: list[str] = field(default_factory=list)
     tensor: list[TensorStats] = field(default_factory=list)
     detections: Agreement = field(default_factory=Agreement)
@@ -81,7 +82,8 @@ class ParityResult:
         maps = {side: r.to_dict() for side, r in (("reference", self.map_reference), ("candidate", self.map_candidate)) if r}
         return {
             "passed": self.passed, "failures": self.failures(), "candidate": self.candidate, "data": self.data,
-            "imgsz": list(self.imgsz), "images": self.images, "skipped": self.skipped,
+            "imgsz": list(self.imgsz), "images": self.images, "images_requested": self.requested,
+            "images_skipped": len(self.skipped), "skipped": self.skipped,
             "gates": {"min_agreement": self.gates.min_agreement, "max_map_drop": self.gates.max_map_drop},
             "tensor": {s.name: s.to_dict() for s in self.tensor},
             "detections": self.detections.to_dict(),
@@ -129,7 +131,7 @@ def check_parity(
     batch, imgsz = _geometry(candidate, opts.imgsz)
     ref_run = TorchRunner(reference)
     loader, source_name, labelled, total = _batches(opts, imgsz, batch)
-    result = ParityResult(name, source_name, imgsz, opts.gates)
+    result = ParityResult(name, source_name, imgsz, opts.gates, requested=total)
     evals = (CocoEvaluator(reference.detect.nc), CocoEvaluator(reference.detect.nc)) if labelled else None
     parts: dict[str, list[TensorStats]] = {}
     with candidate:
