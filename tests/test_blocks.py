@@ -17,6 +17,7 @@ from attn_deploy.cli import main
 from attn_deploy.exporter.export import export_model, read_sidecar
 from attn_deploy.exporter.layers import TRANSPARENT, LayerBoundary, find_boundaries, model_rows, scope_of
 from attn_deploy.exporter.torch2onnx import ExportSpec
+from attn_deploy.engines.trt import tensorrt_version
 from attn_deploy.files import sha256
 from attn_deploy.models import load_model
 from attn_deploy.models.attention import list_attention
@@ -175,16 +176,25 @@ def test_per_block_of_an_engine_without_tensorrt_is_one_line(tmp_path: Path) -> 
 @pytest.mark.parametrize(("precision", "bound"), [("fp32", 1e-4), ("fp16", 1e-2)])
 def test_per_block_of_engines_marks_only_the_boundaries(precision: str, bound: float, shapes: Path, tmp_path: Path) -> None:
     """A debug engine with the layer outputs marked: FP32 and FP16 stay within their error, and
-    the damaged attention block is named in an engine as in ONNX Runtime."""
+    the damaged attention block is named in an engine as in ONNX Runtime. FP16 is the FP16
+    ONNX built strongly typed (TensorRT 10+; 11 has no FP16 builder flag for a float32 ONNX)."""
     clean, damaged = tmp_path / "clean.onnx", _damaged(tmp_path, "model.9.conv_h.weight", (3, 0, 0, 0))
     r = CliRunner().invoke(main, ["export", "--weights", str(DEMO), "--imgsz", "320", "-o", str(clean)])
     assert r.exit_code == 0, r.stderr
     for src, culprit in ((clean, None), (damaged, 9)):
-        b = CliRunner().invoke(main, ["build", str(src), "--precision", precision])
+        if precision == "fp16":
+            half = src.with_suffix(".fp16.onnx")
+            half.write_bytes(convert_fp16(src, None))
+            src = half
+        b = CliRunner().invoke(main, ["build", str(src), "--precision", precision, "-o", str(src.with_suffix(".engine"))])
         assert b.exit_code == 0, b.stderr
+        typed = json.loads(src.with_suffix(".engine.json").read_text())["plan"]["strongly_typed"]
+        assert typed == (precision == "fp16" and int(tensorrt_version().split(".")[0]) >= 10)
         p = CliRunner().invoke(main, ["parity", "--weights", str(DEMO), "--against", str(src.with_suffix(".engine")),
                                       "--data", str(shapes), "--per-block", "--block-images", "4", "--json"])
+        assert p.exit_code in (0, 1), p.stderr
         doc = json.loads(p.stdout)
-        assert doc["culprit"] == culprit and len(doc["blocks"]) == 26
+        assert doc["culprit"] == culprit and len(doc["blocks"]) == 26 and doc["block_images"] == 4
+        assert all(blk["local"] is not None for blk in doc["blocks"]), [blk.get("note") for blk in doc["blocks"]]
         if culprit is None:
             assert max(blk["local"]["rel"] for blk in doc["blocks"]) < bound

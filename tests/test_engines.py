@@ -18,6 +18,7 @@ from attn_deploy.engines.bench import BenchOptions, LatencyStats, Timing, compar
 from attn_deploy.engines.build import BuildOptions, build_engine, input_profile, onnx_precision, parse_shape, plan_build
 from attn_deploy.engines.trt import GpuInfo, check_compatible, tensorrt_version
 from attn_deploy.errors import UserError
+from attn_deploy.exporter.export import export_model
 from attn_deploy.exporter.torch2onnx import ExportSpec, torch_to_onnx
 from attn_deploy.models.zoo import create_model
 
@@ -208,16 +209,19 @@ def test_bad_onnx_is_refused_before_tensorrt(tmp_path: Path) -> None:
 def test_engine_builds_runs_and_passes_parity(tmp_path: Path) -> None:
     net = create_model("yolov5n-ca", nc=3)
     src = tmp_path / "m.onnx"
-    r = CliRunner().invoke(main, ["export", "--model", "yolov5n-ca", "--imgsz", "256", "-o", str(src)])
-    assert r.exit_code == 0, r.stderr
+    export_model(net, src, ExportSpec((256, 256)), check=False)  # this very net, not the CLI's 80-class one
     result = build_engine(src, tmp_path / "m.engine", BuildOptions("fp32"))
     assert result.sidecar["tensorrt"] == tensorrt_version() and (tmp_path / "m.engine.json").is_file()
-    feed = {"images": np.random.default_rng(0).random((1, 3, 256, 256), dtype=np.float32)}
+    feeds = [{"images": np.random.default_rng(k).random((1, 3, 256, 256), dtype=np.float32)} for k in range(2)]
     with runner_for(tmp_path / "m.engine") as trt_run:
-        got = trt_run.run(feed)["output0"]
-    want = TorchRunner(net).run(feed)["output0"]
-    np.testing.assert_allclose(got[..., :4], want[..., :4], atol=0.05)
-    np.testing.assert_allclose(got[..., 4:], want[..., 4:], atol=1e-3)
+        assert trt_run.output_names() == ["output0"] and trt_run.inputs()[0].shape == (1, 3, 256, 256)
+        got = [trt_run.run(f)["output0"] for f in feeds]  # kept across runs: copies, not reused buffers
+    for feed, out in zip(feeds, got):
+        want = TorchRunner(net).run(feed)["output0"]
+        assert out.shape == want.shape == (1, 3 * (8 * 8 + 16 * 16 + 32 * 32), 8)
+        np.testing.assert_allclose(out[..., :4], want[..., :4], atol=0.05)
+        np.testing.assert_allclose(out[..., 4:], want[..., 4:], atol=1e-3)
+    assert not np.array_equal(got[0], got[1])
 
 
 @pytest.mark.needs_cuda

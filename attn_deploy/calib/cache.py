@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import struct
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from attn_deploy.errors import UserError
+from attn_deploy.engines.calibrator import HEADER, read_cache
 from attn_deploy.files import atomic_write
 
-HEADER = "TRT-8601-EntropyCalibration2"  # the algorithm tag TensorRT 8.6-10.x read and write
+__all__ = ["HEADER", "activation_scales", "read_cache", "write_cache"]
 
 
 def activation_scales(qdq: onnx.ModelProto) -> dict[str, float]:
@@ -43,27 +42,3 @@ def activation_scales(qdq: onnx.ModelProto) -> dict[str, float]:
 def write_cache(scales: dict[str, float], path: str | Path, header: str = HEADER) -> Path:
     lines = [header] + [f"{name}: {struct.pack('>f', np.float32(s)).hex()}" for name, s in sorted(scales.items())]
     return atomic_write(path, ("\n".join(lines) + "\n").encode())
-
-
-def read_cache(path: str | Path) -> tuple[str, dict[str, float]]:
-    text = Path(path).read_text(errors="replace").splitlines()
-    if not text or not text[0].startswith("TRT-"):
-        raise UserError(f"{path} is not a TensorRT calibration cache (its first line should start with TRT-)")
-    scales = {}
-    for n, line in enumerate(text[1:], 2):
-        name, sep, hexval = line.rpartition(": ")
-        try:
-            scales[name] = struct.unpack(">f", bytes.fromhex(hexval.strip()))[0]
-        except (ValueError, struct.error):
-            raise UserError(f"{path}:{n}: not 'tensor: hex scale'") from None
-        if not sep:
-            raise UserError(f"{path}:{n}: not 'tensor: hex scale'")
-    return text[0], scales
-
-
-def trt_calibrator(cache: Path, batches: Any = None) -> Any:
-    """Polygraphy's Calibrator over our batches, reading (and, when calibrating, writing) the
-    cache; with a valid cache TensorRT reads the ranges and never asks for a batch."""
-    from polygraphy.backend.trt import Calibrator
-
-    return Calibrator(iter(batches or []), cache=str(cache))

@@ -21,10 +21,10 @@ from attn_deploy.calib.evaluate import Evaluator, Score, calibration_images
 from attn_deploy.calib.groups import Group, candidate_groups, layer_nodes, nodes_matching
 from attn_deploy.calib.search import Decision, Sensitivity, choose
 from attn_deploy.errors import UserError
-from attn_deploy.exporter.export import read_sidecar
 from attn_deploy.exporter.layers import LayerRow, find_boundaries
 from attn_deploy.files import atomic_write, check_writable
 from attn_deploy.onnxfile import read_onnx
+from attn_deploy.sidecar import read_sidecar
 
 Progress = Callable[[str], None]
 

@@ -22,6 +22,7 @@ import onnx
 from attn_deploy.engines.trt import gpu_info, require_tensorrt
 from attn_deploy.errors import UserError
 from attn_deploy.files import atomic_write, sha256
+from attn_deploy.sidecar import read_sidecar
 
 PRECISIONS = ("fp32", "fp16", "int8", "best")
 QDQ = {"QuantizeLinear", "DequantizeLinear"}
@@ -148,6 +149,9 @@ def build_engine(onnx_path: str | Path, output: str | Path | None, opts: BuildOp
         "precision": opts.precision, "onnx_precision": carried, "plan": asdict(plan),
         "profiles": [{"input": profile[0], "min": profile[1][0], "opt": profile[1][1], "max": profile[1][2]}] if profile else [],
         "onnx": {"file": src.name, "sha256": sha256(raw)}, "export": export,
+        "dla": {"core": opts.dla_core, "gpu_fallback": opts.gpu_fallback} if opts.dla_core is not None else None,
+        "calib_cache": {"path": str(opts.calib_cache.resolve()), "sha256": sha256(opts.calib_cache.read_bytes())}
+        if plan.int8 and opts.calib_cache else None,
         "build_seconds": round(time.perf_counter() - start, 1),
     }
     atomic_write(out, data)
@@ -155,11 +159,10 @@ def build_engine(onnx_path: str | Path, output: str | Path | None, opts: BuildOp
     return BuildResult(out, sidecar)
 
 
-def _calibrator(cache: Path) -> Any:
-    from attn_deploy.calib.cache import read_cache, trt_calibrator
+def _calibrator(cache: Path, trt_version: str) -> Any:
+    from attn_deploy.engines.calibrator import trt_calibrator
 
-    read_cache(cache)  # a malformed cache is a user error here, not a TensorRT failure later
-    return trt_calibrator(cache)
+    return trt_calibrator(cache, trt_version)  # a malformed cache is a user error here, not in TensorRT
 
 
 def _build(src: Path, plan: Plan, profile: tuple[str, tuple[Shape, Shape, Shape]] | None, opts: BuildOptions,
@@ -180,11 +183,12 @@ def _build(src: Path, plan: Plan, profile: tuple[str, tuple[Shape, Shape, Shape]
         memory_pool_limits={trt.MemoryPoolType.WORKSPACE: int(opts.workspace_gib * 2**30)} if opts.workspace_gib else None,
         load_timing_cache=str(opts.timing_cache) if opts.timing_cache and opts.timing_cache.is_file() else None,
         use_dla=opts.dla_core is not None, allow_gpu_fallback=opts.gpu_fallback,
-        calibrator=_calibrator(opts.calib_cache) if plan.int8 and opts.calib_cache else None,
+        calibrator=_calibrator(opts.calib_cache, trt.__version__) if plan.int8 and opts.calib_cache else None,
     )
     if opts.dla_core is not None:
         config = PostprocessConfig(config, lambda _b, _n, c: setattr(c, "DLA_core", opts.dla_core))
     try:
         return bytes(EngineBytesFromNetwork(network, config, save_timing_cache=str(opts.timing_cache) if opts.timing_cache else None)())
     except Exception as e:  # PolygraphyException carries TensorRT's error log
-        raise UserError(f"TensorRT could not build {src.name}: {str(e).strip().splitlines()[-1]}") from e
+        last = (str(e).strip().splitlines() or [type(e).__name__])[-1]  # TensorRT's own log went to stderr
+        raise UserError(f"TensorRT could not build {src.name}: {last}") from e

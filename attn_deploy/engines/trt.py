@@ -138,9 +138,12 @@ class TrtRunner(Runner):
 
     def inputs(self) -> list[TensorSpec]:
         self.activate()
-        meta = self._runner.get_input_metadata(use_numpy_dtypes=True)
-        return [TensorSpec(name, tuple(d if d is None or d >= 0 else None for d in m.shape), np.dtype(m.dtype).name)
-                for name, m in meta.items()]
+        from polygraphy.datatype import DataType
+
+        # Polygraphy DataTypes (use_numpy_dtypes=True is deprecated, to be removed in 0.60)
+        meta = self._runner.get_input_metadata(use_numpy_dtypes=False)
+        return [TensorSpec(name, tuple(d if d is None or d >= 0 else None for d in m.shape),
+                           np.dtype(DataType.to_dtype(m.dtype, "numpy")).name) for name, m in meta.items()]
 
     def output_names(self) -> list[str]:
         self.activate()
@@ -152,4 +155,5 @@ class TrtRunner(Runner):
 
     def run_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         outputs = self._runner.infer({k: np.ascontiguousarray(v) for k, v in feed.items()})
-        return {k: np.asarray(v) for k, v in outputs.items()}
+        # copies: Polygraphy's TrtRunner reuses its host output buffers on the next infer()
+        return {k: np.array(v, copy=True) for k, v in outputs.items()}

@@ -143,23 +143,23 @@ class _Events:
     def __init__(self, n: int) -> None:
         from polygraphy import cuda
 
-        self.lib = cuda.wrapper().handle
+        self.lib, self.check = cuda.wrapper().handle, cuda.wrapper().check
         self.events = []
         for _ in range(n):
             ev = ctypes.c_void_p()
-            cuda.wrapper().check(self.lib.cudaEventCreate(ctypes.byref(ev)))
+            self.check(self.lib.cudaEventCreate(ctypes.byref(ev)))
             self.events.append(ev)
 
     def record(self, i: int, stream: int) -> None:
-        self.lib.cudaEventRecord(self.events[i], ctypes.c_void_p(stream))
+        self.check(self.lib.cudaEventRecord(self.events[i], ctypes.c_void_p(stream)))
 
     def elapsed(self, a: int, b: int) -> float:
         ms = ctypes.c_float()
-        self.lib.cudaEventElapsedTime(ctypes.byref(ms), self.events[a], self.events[b])
+        self.check(self.lib.cudaEventElapsedTime(ctypes.byref(ms), self.events[a], self.events[b]))
         return float(ms.value)
 
     def synchronize(self, i: int) -> None:
-        self.lib.cudaEventSynchronize(self.events[i])
+        self.check(self.lib.cudaEventSynchronize(self.events[i]))
 
     def close(self) -> None:
         for ev in self.events:
@@ -181,27 +181,46 @@ class TrtWorkload:
     _state: dict[str, Any] = field(default_factory=dict)
 
     def setup(self) -> None:
-        from polygraphy import cuda
-
         from attn_deploy.engines.trt import TrtRunner, gpu_info
 
         runner = TrtRunner(self.engine)
         runner.activate()
-        ctx = runner._runner.context
-        name = runner.input_names()[0]
-        host_in = _images(self.batch, self.imgsz)
-        ctx.set_input_shape(name, host_in.shape)
-        stream, bufs, hosts = cuda.Stream(), {}, {}
-        for out in [name, *runner.output_names()]:
-            shape = tuple(ctx.get_tensor_shape(out))
-            dtype = np.float32 if out == name else _np_dtype(ctx.engine.get_tensor_dtype(out))
-            bufs[out] = cuda.DeviceArray(shape, dtype)
-            hosts[out] = host_in if out == name else np.empty(shape, dtype)
-            ctx.set_tensor_address(out, bufs[out].ptr)
+        state: dict[str, Any] = {"runner": runner, "bufs": {}}
+        try:
+            self._bind(runner, state)
+        except BaseException:
+            self._state = state
+            self.close()
+            raise
+        self._state = state
         gpu = gpu_info()
         self.device = gpu.name if gpu else "GPU"
-        self._state = {"runner": runner, "ctx": ctx, "input": name, "stream": stream, "bufs": bufs,
-                       "hosts": hosts, "events": _Events(4)}
+
+    def _bind(self, runner: Any, s: dict[str, Any]) -> None:
+        """Device buffers for every I/O tensor, their addresses set on the context."""
+        from polygraphy import cuda
+
+        ctx = runner._runner.context
+        spec = runner.inputs()[0]
+        self.batch = spec.fixed(0) or self.batch  # a static engine's own geometry, as for an ONNX
+        self.imgsz = (spec.fixed(2) or self.imgsz[0], spec.fixed(3) or self.imgsz[1])
+        name = spec.name
+        host_in = _images(self.batch, self.imgsz).astype(_np_dtype(ctx.engine.get_tensor_dtype(name)))
+        if not ctx.set_input_shape(name, host_in.shape):
+            raise UserError(f"{self.engine}: TensorRT refuses input shape {'x'.join(map(str, host_in.shape))} "
+                            "(outside the engine's profile?)")
+        s.update(ctx=ctx, input=name, hosts={})
+        s["stream"] = cuda.Stream()
+        s["events"] = _Events(4)
+        for out in [name, *runner.output_names()]:
+            shape = tuple(ctx.get_tensor_shape(out))
+            if any(d < 0 for d in shape):
+                raise UserError(f"{self.engine}: output {out} has a data-dependent shape {shape}: bench times "
+                                "engines without NMS (export without --nms)")
+            dtype = _np_dtype(ctx.engine.get_tensor_dtype(out))
+            s["bufs"][out] = cuda.DeviceArray(shape, dtype)
+            s["hosts"][out] = host_in if out == name else np.empty(shape, dtype)
+            ctx.set_tensor_address(out, s["bufs"][out].ptr)
 
     def step(self) -> Timing:
         s = self._state
@@ -209,7 +228,8 @@ class TrtWorkload:
         ev.record(0, sp)
         s["bufs"][s["input"]].copy_from(s["hosts"][s["input"]], s["stream"])
         ev.record(1, sp)
-        s["ctx"].execute_async_v3(sp)
+        if not s["ctx"].execute_async_v3(sp):
+            raise UserError(f"{self.engine}: TensorRT's execute_async_v3 failed (its log above says why)")
         ev.record(2, sp)
         for name, buf in s["bufs"].items():
             if name != s["input"]:
@@ -219,14 +239,16 @@ class TrtWorkload:
         return Timing(ev.elapsed(0, 3), ev.elapsed(0, 1), ev.elapsed(1, 2), ev.elapsed(2, 3))
 
     def close(self) -> None:
-        s = self._state
-        if s:
+        s, self._state = self._state, {}
+        if not s:
+            return
+        if "events" in s:
             s["events"].close()
-            for buf in s["bufs"].values():
-                buf.free()
+        for buf in s["bufs"].values():
+            buf.free()
+        if "stream" in s:
             s["stream"].free()
-            s["runner"].deactivate()
-        self._state = {}
+        s["runner"].deactivate()
 
 
 def _np_dtype(trt_dtype: Any) -> Any:

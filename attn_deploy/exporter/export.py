@@ -17,6 +17,9 @@ from attn_deploy.exporter.torch2onnx import ExportSpec, clean, torch_to_onnx, yo
 from attn_deploy.files import atomic_write, sha256
 from attn_deploy.models.yolo import DetectionModel, check_imgsz
 from attn_deploy.parity.tensor import TensorParity, Tolerances
+from attn_deploy.sidecar import read_sidecar
+
+__all__ = ["ExportResult", "export_model", "layer_table", "read_sidecar", "sidecar"]
 
 Progress = Callable[[str], None]
 
@@ -149,13 +152,3 @@ def sidecar(net: DetectionModel, proto: Any, result: ExportResult, source: dict[
 def layer_table(net: DetectionModel, proto: Any) -> list[dict[str, Any]]:
     """Each yaml row with the ONNX tensors at its boundaries (``exporter/layers.py``)."""
     return [b.to_dict() for b in find_boundaries(proto, model_rows(net))]
-
-
-def read_sidecar(onnx_path: Path) -> dict[str, Any] | None:
-    """The sidecar ``FILE.json`` beside ``FILE.onnx``, or None when absent or unreadable."""
-    side = Path(onnx_path).with_suffix(".json")
-    try:
-        doc = json.loads(side.read_text()) if side.is_file() else None
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None
-    return doc if isinstance(doc, dict) else None

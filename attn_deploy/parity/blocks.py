@@ -170,8 +170,8 @@ def open_blocks(path: str | Path, net: DetectionModel) -> tuple[BlockBackend, li
     import onnx
 
     from attn_deploy.engines import ENGINE_SUFFIXES
-    from attn_deploy.exporter.export import read_sidecar
     from attn_deploy.exporter.layers import boundaries_for, model_rows
+    from attn_deploy.sidecar import read_sidecar
 
     path = Path(path)
     engine = path.suffix.lower() in ENGINE_SUFFIXES
@@ -218,7 +218,12 @@ class RunnerBlocks:
         if runner is None:
             return None
         feed = dict(zip(boundary.inputs, inputs))  # a layer reading one tensor twice gets it once
-        return run_typed(runner, [feed[n] for n in dict.fromkeys(boundary.inputs)])[boundary.output]
+        arrays = [feed[n] for n in dict.fromkeys(boundary.inputs)]
+        for spec, a in zip(runner.inputs(), arrays):
+            if len(spec.shape) != a.ndim or any(spec.fixed(k) not in (None, n) for k, n in enumerate(a.shape)):
+                self.failed[boundary.index] = f"cut out at {spec.name} {spec.shape}, fed {a.shape}"
+                return None
+        return run_typed(runner, arrays)[boundary.output]
 
     def close(self) -> None:
         for r in [self.whole, *self.parts.values()]:
@@ -269,7 +274,9 @@ def per_block(net: DetectionModel, backend: BlockBackend, boundaries: list[Layer
             row.accumulated.add(out, cand[row.boundary.output])
             if row.local is not None:
                 alone = backend.layer_alone(row.boundary, inputs)
-                if alone is not None:
+                if alone is None:  # no figure rather than an empty one that reads as no error
+                    row.local, row.note = None, backend.why_not(row.boundary) or "could not be run alone"
+                else:
                     row.local.add(out, alone)
         report.images += real
     return report

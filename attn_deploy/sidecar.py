@@ -1,0 +1,21 @@
+"""The sidecar ``FILE.json`` every ONNX we write carries (model, classes, imgsz, layers, ...).
+
+Read by every later verb (calib, build, parity, per-block) and written by export and calib;
+a neutral module beside ``files.py`` so that engines, below the exporter, can read it too.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def read_sidecar(onnx_path: str | Path) -> dict[str, Any] | None:
+    """The sidecar ``FILE.json`` beside ``FILE.onnx``, or None when absent or unreadable."""
+    side = Path(onnx_path).with_suffix(".json")
+    try:
+        doc = json.loads(side.read_text()) if side.is_file() else None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return doc if isinstance(doc, dict) else None
