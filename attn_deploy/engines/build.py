@@ -132,8 +132,6 @@ def build_engine(onnx_path: str | Path, output: str | Path | None, opts: BuildOp
         model = onnx.load_from_string(raw)
     except Exception as e:  # onnx raises DecodeError and friends
         raise UserError(f"{src} is not an ONNX model ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from e
-    from attn_deploy.exporter.export import read_sidecar
-
     export = read_sidecar(src)
     profile = input_profile(model, opts.shapes, export)
     carried = onnx_precision(model)
