@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from attn_deploy.errors import UserError, library_text
+from attn_deploy.errors import UserError, one_line
 
 PROTOBUF_LIMIT = 2**31 - 1  # past 2 GiB the checker must read the file, not the proto
 
@@ -28,8 +28,7 @@ def read_onnx(path: str | Path, check: bool = True) -> Any:
     try:
         proto = onnx.load(str(p), load_external_data=False)
     except Exception as e:  # noqa: BLE001 - protobuf's DecodeError and friends, OSError
-        raise UserError(f"{p} is not an ONNX model (protobuf cannot parse it: {library_text(e, 60)})",
-                        detail=str(e)) from e
+        raise UserError(f"{p} is not an ONNX model (protobuf cannot parse it)", detail=str(e)) from e
     if not proto.HasField("graph") or not proto.opset_import or not proto.ir_version:
         raise UserError(f"{p} is not an ONNX model (no graph, opset or IR version in it)")
     if check:
@@ -46,10 +45,10 @@ def check_onnx(proto: Any, where: str | Path) -> None:
     try:
         onnx.checker.check_model(str(where) if big else proto)
     except Exception as e:  # noqa: BLE001 - ValidationError, and C++ errors on odd protos
-        raise UserError(f"{where} is not a valid ONNX graph: {library_text(e, 140)}", detail=str(e)) from e
+        raise UserError(f"{where} is not a valid ONNX graph: {one_line(str(e), 150)}", detail=str(e)) from e
     if big or any(n.domain not in ("", "ai.onnx") for n in proto.graph.node):
         return
     try:
         onnx.checker.check_model(proto, full_check=True)
     except Exception as e:  # noqa: BLE001 - InferenceError: shapes or types that do not fit
-        raise UserError(f"{where} is not a valid ONNX graph: {library_text(e, 140)}", detail=str(e)) from e
+        raise UserError(f"{where} is not a valid ONNX graph: {one_line(str(e), 150)}", detail=str(e)) from e

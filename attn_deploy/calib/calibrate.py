@@ -117,6 +117,9 @@ def calibrate(src_path: str | Path, opts: CalibOptions, progress: Progress = lam
     if val is None:
         raise UserError("calib needs images: --data (a folder or a data.yaml) and/or --val", "accuracy is measured, not assumed")
     model = read_onnx(src)
+    out = check_writable(Path(opts.output) if opts.output else src.with_name(f"{src.stem}.{opts.precision}.onnx"))
+    if out.resolve() == src.resolve():
+        raise UserError(f"-o {out} is the input itself: write the {opts.precision} graph elsewhere")
     sidecar = read_sidecar(src)
     batch, imgsz = _geometry(model)
     progress("reading calibration and validation images")
@@ -124,9 +127,6 @@ def calibrate(src_path: str | Path, opts: CalibOptions, progress: Progress = lam
     ev = Evaluator(val, imgsz, batch, None)
     progress("scoring the float32 model")
     ref = ev.set_reference(src)
-    out = check_writable(Path(opts.output) if opts.output else src.with_name(f"{src.stem}.{opts.precision}.onnx"))
-    if out.resolve() == src.resolve():
-        raise UserError(f"-o {out} is the input itself: write the {opts.precision} graph elsewhere")
     base = dict(output=out, precision=opts.precision, calibration=origin, images=len(images),
                 val=str(val), budget=opts.max_map_drop, reference=ref)
     if opts.precision == "fp16":

@@ -312,9 +312,9 @@ def _model_workload(target: str, backend: str, precision: str, batch: int, imgsz
 def _onnx_geometry(path: Path, batch: int, imgsz: tuple[int, int] | None) -> tuple[int, tuple[int, int]]:
     """Batch and size fixed by a static ONNX input (a differing request is an error)."""
     from attn_deploy.engines.onnxrt import OnnxrtRunner
+    from attn_deploy.onnxfile import read_onnx
 
-    if not path.is_file():
-        raise UserError(f"ONNX file not found: {path}")
+    read_onnx(path)  # missing, empty or broken: one line here, not ONNX Runtime's paragraph
     (spec,) = OnnxrtRunner(path).inputs()[:1]
     fixed_b, fixed = spec.fixed(0), (spec.fixed(2), spec.fixed(3))
     if fixed_b is not None and batch not in (1, fixed_b):

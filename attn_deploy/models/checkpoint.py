@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from attn_deploy.errors import UserError
+from attn_deploy.errors import UserError, library_text
 
 RECORD_NAMESPACES = ("models.", "utils.", "torch.nn.modules.")
 _NUMPY_DATA = re.compile(
@@ -119,18 +119,21 @@ def _numpy_dtype_classes() -> list[tuple[type, str]]:
     return [(c, f"numpy.dtypes.{n}") for n, c in vars(dtypes).items() if n.endswith("DType") and isinstance(c, type)]
 
 
+MAX_TENSOR = 1 << 28  # elements in one tensor (1 GiB of float32); yolov5x's largest holds 14.7M
+MAX_DIMS = 8
+MAX_ARCHIVE = 16 << 30  # bytes a checkpoint's archive may unpack to
+MAX_RATIO = 200  # a compressed entry growing more than this is a zip bomb (torch.save stores, never deflates)
+
+
 def safe_load(path: Path) -> Any:
     """torch.load with only tensors, plain containers and inert records; refuses the rest."""
+    _check_archive(path)
     try:
         names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
-    except (ValueError, RuntimeError, zipfile.BadZipFile, pickle.UnpicklingError, EOFError, KeyError) as e:
-        raise UserError(f"{path} is not a PyTorch checkpoint saved by torch.save ({_first_line(e)})") from e
-    refused = sorted(n for n in names if not n.startswith(RECORD_NAMESPACES) and not _NUMPY_DATA.match(n))
-    if refused:
-        raise UserError(
-            f"{path} refused: it asks to import {', '.join(refused)}",
-            "a checkpoint may hold tensors, plain containers and model objects only",
-        )
+    except Exception as e:  # noqa: BLE001 - the zip and pickle readers fail in many ways
+        raise UserError(f"{path} cannot be read: its archive is damaged or truncated ({library_text(e, 60)})",
+                        detail=str(e)) from e
+    _refuse_globals(path, names)
     allowed = [(_numpy_global(n) if _NUMPY_DATA.match(n) else _record_class(n), n) for n in names]
     if any(_NUMPY_DATA.match(n) for n in names):
         allowed += _numpy_dtype_classes()  # the types a rebuilt numpy.dtype instance has
@@ -139,13 +142,103 @@ def safe_load(path: Path) -> Any:
             return torch.load(str(path), map_location="cpu", weights_only=True)
     except RefusedCall as e:
         raise UserError(f"{path} refused: it asks to call {e}", "model objects are read, never run") from e
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, TypeError, KeyError) as e:
-        raise UserError(f"{path} cannot be read: {_first_line(e)}") from e
+    except MemoryError as e:
+        raise UserError(f"{path} asks for more memory than this machine has (a tensor bomb?)") from e
+    except Exception as e:  # noqa: BLE001 - only allow-listed rebuilders ran: any failure is malformed data
+        raise UserError(f"{path} cannot be read: {_why_unreadable(e)}", detail=str(e)) from e
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
+def _why_unreadable(e: BaseException) -> str:
+    text = str(e)
+    if "failed locating file" in text or "file not found" in text:
+        return "it refers to data its archive does not hold"
+    if isinstance(e, (AttributeError, TypeError)):
+        return f"an object in it is not what it claims to be ({library_text(e, 60)})"
+    return f"malformed ({library_text(e, 80)})"
+
+
+def _check_archive(path: Path) -> None:
+    """A torch.save zip archive, whole, not a bomb; a plain pickle is refused, naming what
+    it would import (read with pickletools, which never executes anything)."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            infos = z.infolist()
+    except zipfile.BadZipFile:
+        raise UserError(_not_a_checkpoint(path)) from None
+    except (OSError, ValueError, EOFError) as e:
+        raise UserError(f"{path} cannot be read: its archive is damaged or truncated") from e
+    if not any(i.filename.endswith("data.pkl") for i in infos):
+        raise UserError(f"{path} is a zip archive but not a PyTorch checkpoint (no data.pkl in it)")
+    total = sum(i.file_size for i in infos)
+    bomb = [i.filename for i in infos if i.compress_size and i.file_size > MAX_RATIO * i.compress_size > 0]
+    if total > MAX_ARCHIVE or bomb:
+        raise UserError(f"{path} refused: its archive unpacks to {total / 2**30:.1f} GiB"
+                        + (f" ({bomb[0]} grows {MAX_RATIO}x or more: a zip bomb?)" if bomb else ""))
+
+
+def _not_a_checkpoint(path: Path) -> str:
+    try:
+        head = path.read_bytes()[: 1 << 20]
+    except OSError as e:
+        return f"cannot read {path}: {e.strerror or type(e).__name__}"
+    if head.startswith(b"PK"):
+        return f"{path} cannot be read: its zip archive is damaged or truncated"
+    refused = sorted(n for n in pickle_globals(head) if not _allowed_global(n))
+    if refused:
+        return f"{path} refused: a plain pickle that asks to import {', '.join(refused[:3])}"
+    return f"{path} is not a PyTorch checkpoint (torch.save writes a zip archive; this is not one)"
+
+
+def pickle_globals(data: bytes) -> list[str]:
+    """The ``module.name`` globals a pickle would import, found by reading its opcodes
+    (pickletools never executes anything); stops quietly where the data stops being a pickle."""
+    import pickletools
+
+    found: list[str] = []
+    strings: list[str] = []
+    memo: dict[int, Any] = {}
+    try:
+        for op, arg, _pos in pickletools.genops(data):
+            if op.name == "GLOBAL" and isinstance(arg, str):
+                found.append(arg.replace(" ", "."))
+            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                found.append(f"{strings[-2]}.{strings[-1]}")
+            elif isinstance(arg, str) and "UNICODE" in op.name or op.name in ("STRING", "BINSTRING", "SHORT_BINSTRING"):
+                strings.append(str(arg))
+            elif op.name == "MEMOIZE" and strings:
+                memo[len(memo)] = strings[-1]
+            elif op.name in ("BINGET", "LONG_BINGET", "GET") and isinstance(memo.get(arg), str):
+                strings.append(memo[arg])
+            if op.name == "STOP":
+                break
+    except Exception:  # noqa: BLE001 - garbage after a point: what was found so far stands
+        pass
+    return list(dict.fromkeys(found))
+
+
+def _allowed_global(name: str) -> bool:
+    return name.startswith(RECORD_NAMESPACES) or bool(_NUMPY_DATA.match(name))
+
+
+def _refuse_globals(path: Path, names: list[str]) -> None:
+    refused = sorted(n for n in names if not _allowed_global(n))
+    if refused:
+        more = f" and {len(refused) - 3} more" if len(refused) > 3 else ""
+        raise UserError(
+            f"{path} refused: it asks to import {', '.join(refused[:3])}{more}",
+            "a checkpoint may hold tensors, plain containers and model objects only",
+        )
+
+
+def check_tensor(t: Tensor, name: str, path: Path) -> Tensor:
+    """A tensor a model layer could hold: a few dimensions, a sane size, a number type."""
+    if t.dim() > MAX_DIMS:
+        raise UserError(f"{path}: tensor {name[:60]} has {t.dim()} dimensions (a layer's have at most {MAX_DIMS})")
+    if t.numel() > MAX_TENSOR:
+        raise UserError(f"{path}: tensor {name[:60]} claims {t.numel():,} elements (a tensor bomb?)")
+    if t.is_complex() or t.dtype in (torch.bool,) or t.is_quantized:
+        raise UserError(f"{path}: tensor {name[:60]} is {t.dtype}, not a weight")
+    return t
 
 
 @dataclass
@@ -199,10 +292,10 @@ def _state_dict(obj: Any) -> dict[str, Tensor] | None:
 def _group_by_layer(state: dict[str, Tensor], path: Path) -> dict[int, dict[str, Tensor]]:
     layers: dict[int, dict[str, Tensor]] = {}
     for key, t in state.items():
-        m = re.match(r"^(?:model\.)?(\d+)\.(.+)$", key)
+        m = re.match(r"^(?:model\.)?(\d{1,4})\.(.+)$", key) if isinstance(key, str) else None
         if not m:
-            raise UserError(f"{path}: unexpected key {key!r} (expected model.<layer>.<name>, as yolov5 saves)")
-        layers.setdefault(int(m.group(1)), OrderedDict())[m.group(2)] = t
+            raise UserError(f"{path}: unexpected key {str(key)[:60]!r} (expected model.<layer>.<name>, as yolov5 saves)")
+        layers.setdefault(int(m.group(1)), OrderedDict())[m.group(2)] = check_tensor(t, key, path)
     return layers
 
 
@@ -211,11 +304,16 @@ def _from_record(path: Path, model: Record) -> Checkpoint:
     cfg = model.get("yaml")
     if seq is None or not isinstance(cfg, dict):
         raise UserError(f"{path}: the model object has no 'yaml' and 'model' (not a yolov5 model?)")
+    if not all(isinstance(k, str) and k.isdigit() and len(k) < 5 for k in seq.children()):
+        raise UserError(f"{path}: the model's layers are not numbered 0, 1, ... (not a yolov5 model?)")
     records = {int(k): r for k, r in seq.children().items()}
-    layers = {i: OrderedDict(r.tensors()) for i, r in records.items()}
+    layers = {i: OrderedDict((k, check_tensor(t, f"model.{i}.{k}", path)) for k, t in r.tensors().items())
+              for i, r in records.items()}
     names = model.get("names")
     if isinstance(names, dict):
-        names = [str(names[k]) for k in sorted(names)]
+        names = [str(names[k]) for k in sorted(names, key=str)]
+    if not isinstance(names, (list, tuple)):
+        names = None
     stride = model.get("stride")
     return Checkpoint(
         path, layers, yaml=cfg, names=[str(n) for n in names] if names else None,

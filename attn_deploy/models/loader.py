@@ -44,9 +44,17 @@ def load_model(
 def _checkpoint_nc(ckpt: Checkpoint) -> int:
     """The class count: from the yaml inside, else from the Detect convolutions' width."""
     if ckpt.yaml is not None and "nc" in ckpt.yaml:
-        return int(ckpt.yaml["nc"])
+        nc = ckpt.yaml["nc"]
+        if not isinstance(nc, int) or isinstance(nc, bool) or nc < 1:
+            raise UserError(f"{ckpt.path}: its yaml's 'nc' is not a class count: {str(nc)[:40]!r}")
+        return nc
+    if not ckpt.layers:
+        raise UserError(f"{ckpt.path} holds no tensors of a model")
     head = ckpt.layers[max(ckpt.layers)]
     anchors, conv = head.get("anchors"), head.get("m.0.weight")
-    if anchors is None or conv is None:
+    if anchors is None or conv is None or anchors.dim() != 3 or conv.dim() != 4:
         raise UserError(f"{ckpt.path}: the last layer is not a YOLOv5 Detect head (no anchors, m.0.weight)")
-    return conv.shape[0] // anchors.shape[1] - 5
+    nc = conv.shape[0] // max(anchors.shape[1], 1) - 5
+    if nc < 1:
+        raise UserError(f"{ckpt.path}: the Detect head's {conv.shape[0]} outputs leave no classes")
+    return nc

@@ -104,7 +104,7 @@ def _unknown_module(name: str) -> UserError:
     known = [*CHANNEL_BLOCKS, *OTHER_BLOCKS, *(n for names in attention_aliases().values() for n in names)]
     close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
     hint = f"did you mean {', '.join(close)}?" if close else "see 'attn-deploy models' for attention names"
-    return UserError(f"unknown module {name!r}", hint)
+    return UserError(f"unknown module {_short(name)}", hint)
 
 
 MAX_CLASSES = 100_000
@@ -171,7 +171,7 @@ class ModelBuilder:
 
     def build(self, row: Row) -> tuple[nn.Module, int]:
         """The module for one row and its output channel count."""
-        where = f"{self.where} row {row.index} ({row.name})"
+        where = f"{self.where} row {row.index} ({row.name[:40]})"
         args = [_resolve_arg(a, self.names) for a in row.args]
         n = max(round(row.number * self.gd), 1) if row.number > 1 else row.number
         if not 0 < n <= MAX_REPEATS:

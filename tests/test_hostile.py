@@ -1,0 +1,211 @@
+"""The catalogue of hostile and bad input: every case ends in one line on stderr that names
+the problem, the right exit code, no traceback, nothing left behind, and nothing executed.
+
+Add a case here for every bug of this kind found: the maker of a hostile file goes in
+``hostile.py``, the invocation in one of the tables below.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from attn_deploy.cli import main
+from hostile import CHECKPOINTS, MARKER, YAMLS
+
+
+def _listing(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*")}
+
+
+def refused(folder: Path, args: list[str], needle: str, code: int = 2) -> str:
+    """Run the CLI in ``folder``; assert the promise on bad input; return the error line."""
+    before = _listing(folder)
+    cwd = os.getcwd()
+    os.chdir(folder)
+    try:
+        r = CliRunner().invoke(main, args)
+    finally:
+        os.chdir(cwd)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.exit_code == code, (args, r.exit_code, r.stderr, r.exception)
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert lines[0].startswith("attn-deploy: error: ") and len(lines[0]) <= 300, lines[0]
+    assert needle.lower() in lines[0].lower(), (needle, lines[0])
+    assert r.stdout == "", r.stdout
+    assert _listing(folder) == before, _listing(folder) - before  # nothing written, nothing half-written
+    assert not (folder / MARKER).exists() and not Path(MARKER).exists()
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def small_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("onnx") / "m.onnx"
+    r = CliRunner().invoke(main, ["export", "--model", "yolov5n", "--imgsz", "64", "-o", str(out)])
+    assert r.exit_code == 0, r.stderr
+    return out
+
+
+@pytest.fixture
+def box(tmp_path: Path, small_onnx: Path) -> Path:
+    """A working folder with a valid ONNX, unreadable images and a few broken files."""
+    shutil.copy(small_onnx, tmp_path / "m.onnx")
+    (tmp_path / "empty.onnx").write_bytes(b"")
+    (tmp_path / "text.onnx").write_text("hello\n")
+    (tmp_path / "cut.onnx").write_bytes(small_onnx.read_bytes()[:5000])
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "empty.jpg").write_bytes(b"")
+    (bad / "text.jpg").write_text("not an image")
+    (bad / "junk.jpg").write_bytes(b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4)
+    (tmp_path / "noimages").mkdir()
+    _dangling(tmp_path / "dangling.onnx")
+    return tmp_path
+
+
+def _dangling(path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
+    graph = helper.make_graph([helper.make_node("Relu", ["ghost"], ["y"], name="r")], "g", [x], [y])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+
+@pytest.mark.parametrize("verb", ["info", "export"])
+@pytest.mark.parametrize("case", sorted(CHECKPOINTS))
+def test_hostile_checkpoint(tmp_path: Path, case: str, verb: str) -> None:
+    make, needle = CHECKPOINTS[case]
+    path = make(tmp_path)
+    extra = ["--imgsz", "64", "--no-check"] if verb == "export" else []
+    refused(tmp_path, [verb, "--weights", path.name, *extra], needle)
+
+
+@pytest.mark.parametrize("case", sorted(YAMLS))
+def test_hostile_yaml(tmp_path: Path, case: str) -> None:
+    make, needle = YAMLS[case]
+    path = make(tmp_path)
+    refused(tmp_path, ["export", "--cfg", path.name, "--imgsz", "64", "--no-check"], needle)
+
+
+BAD_INVOCATIONS = [
+    # models, info
+    (["models", "--bogus"], "no such option"),
+    (["info", "--model", "yolov5q-zz"], "unknown model"),
+    (["info", "--weights", "missing.pt"], "not found"),
+    (["info", "--weights", "bad"], "is a directory"),
+    (["info", "--cfg", "missing.yaml"], "not found"),
+    (["info", "--model", "yolov5n", "--imgsz", "100000"], "4096"),
+    (["info", "--model", "yolov5n", "--imgsz", "0"], "outside 1 to 4096"),
+    (["info", "--model", "yolov5n", "--imgsz", "64,abc"], "not an image size"),
+    (["info", "--model", "yolov5n", "--imgsz", "9" * 400], "not an image size"),
+    # export
+    (["export", "--model", "yolov5n", "--imgsz", "100000"], "4096"),
+    (["export", "--model", "yolov5n", "--imgsz", "4096", "--batch", "64"], "smaller batch"),
+    (["export", "--model", "yolov5n", "--batch", "0"], "--batch"),
+    (["export", "--model", "yolov5n", "--opset", "99"], "--opset 99"),
+    (["export", "--model", "yolov5n", "--nms", "--topk", "0"], "--topk"),
+    (["export", "--model", "yolov5n", "--nms", "--iou-thres", "2"], "--iou-thres"),
+    (["export", "--model", "yolov5n", "--nms", "--conf-thres", "-1"], "--conf-thres"),
+    (["export", "--model", "yolov5n", "--imgsz", "64", "-o", "/proc/x.onnx"], "cannot write"),
+    (["export", "--model", "yolov5n", "--imgsz", "64", "-o", "nowhere/x.onnx"], "does not exist"),
+    (["export", "--model", "yolov5n", "--imgsz", "64", "-o", "bad"], "is a directory"),
+    (["export", "--model", "yolov5n", "--cfg", "x.yaml"], "not both"),
+    # lint
+    (["lint", "missing.onnx"], "not found"),
+    (["lint", "empty.onnx"], "empty"),
+    (["lint", "text.onnx"], "not an ONNX model"),
+    (["lint", "cut.onnx"], "not an ONNX model"),
+    (["lint", "dangling.onnx"], "'ghost'"),
+    (["lint", "bad"], "is a directory"),
+    # parity
+    (["parity", "--model", "yolov5n", "--against", "missing.onnx"], "not found"),
+    (["parity", "--model", "yolov5n", "--against", "empty.onnx"], "empty"),
+    (["parity", "--model", "yolov5n", "--against", "dangling.onnx"], "not a valid ONNX graph"),
+    (["parity", "--model", "yolov5n", "--against", "m.onnx", "--data", "bad"], "no usable image"),
+    (["parity", "--model", "yolov5n", "--against", "m.onnx", "--data", "bad", "--per-block"], "no usable image"),
+    (["parity", "--model", "yolov5n", "--against", "m.onnx", "--data", "bad", "--report", "rep"], "no usable image"),
+    (["parity", "--model", "yolov5n", "--against", "m.onnx", "--data", "noimages"], "no images"),
+    (["parity", "--model", "yolov5n", "--against", "m.onnx", "--data", "missing"], "not found"),
+    (["parity", "--model", "yolov5n", "--against", "m.onnx", "--max-images", "0"], "--max-images"),
+    (["parity", "--model", "yolov5n", "--against", "m.onnx", "--min-agreement", "2"], "--min-agreement"),
+    (["parity", "--model", "yolov5n", "--against", "m.onnx", "--max-map-drop", "-1"], "--max-map-drop"),
+    (["parity", "--model", "yolov5n", "--against", "m.onnx", "--block-images", "0"], "--block-images"),
+    (["parity", "--model", "yolov5n", "--against", "m.onnx", "--imgsz", "96"], "fixed at 64,64"),
+    (["parity", "--model", "yolov5n", "--against", "text.onnx"], "not an ONNX model"),
+    # calib
+    (["calib", "empty.onnx", "--precision", "int8", "--data", "bad"], "empty"),
+    (["calib", "m.onnx", "--precision", "int8", "--data", "bad"], "no usable image"),
+    (["calib", "m.onnx", "--precision", "fp16", "--data", "bad"], "no usable image"),
+    (["calib", "m.onnx", "--precision", "int8"], "needs images"),
+    (["calib", "m.onnx", "--precision", "int4", "--data", "bad"], "--precision"),
+    (["calib", "m.onnx", "--precision", "int8", "--images", "0"], "--images"),
+    (["calib", "m.onnx", "--precision", "int8", "--max-map-drop", "-1"], "--max-map-drop"),
+    (["calib", "m.onnx", "--precision", "int8", "--data", "bad", "-o", "/proc/x.onnx"], "cannot write"),
+    (["calib", "m.onnx", "--precision", "int8", "--data", "bad", "-o", "m.onnx"], "the input itself"),
+    (["calib", "m.onnx", "--precision", "int8", "--exclude", "auto", "--exclude", "x"], "stand alone"),
+    # build (no TensorRT here: bad files are refused before it is asked for)
+    (["build", "missing.onnx"], "not found"),
+    (["build", "empty.onnx"], "empty"),
+    (["build", "text.onnx"], "not an ONNX model"),
+    (["build", "dangling.onnx"], "not a valid ONNX graph"),
+    (["build", "m.onnx", "--workspace", "0"], "--workspace"),
+    (["build", "m.onnx", "--dla-core", "-1"], "--dla-core"),
+    (["build", "m.onnx", "--min-shape", "1x3x64x64"], "all three"),
+    # bench
+    (["bench", "text.onnx"], "not an ONNX model"),
+    (["bench", "empty.onnx"], "empty"),
+    (["bench", "yolov5n", "--iterations", "0"], "--iterations"),
+    (["bench", "yolov5n", "--batch", "0"], "--batch"),
+    (["bench", "yolov5n", "--duration", "0"], "--duration"),
+    (["bench", "yolov5n", "--imgsz", "100000"], "4096"),
+    (["bench", "yolov5n", "--batch", "1000", "--imgsz", "4096"], "smaller batch"),
+    (["bench", "yolov5q-zz"], "unknown model"),
+    (["bench", "yolov5n", "yolov5s"], "--compare"),
+]
+
+
+@pytest.mark.parametrize("args,needle", BAD_INVOCATIONS, ids=[" ".join(a)[:60] for a, _ in BAD_INVOCATIONS])
+def test_bad_invocation(box: Path, args: list[str], needle: str) -> None:
+    refused(box, args, needle)
+
+
+def test_fewer_usable_images_than_asked_is_said(box: Path) -> None:
+    """Two readable images among five: compared, and the counts say so."""
+    import json
+
+    import cv2
+    import numpy as np
+
+    for i in range(2):
+        cv2.imwrite(str(box / "bad" / f"ok{i}.png"), np.full((48, 64, 3), 60 * i, np.uint8))
+    r = CliRunner().invoke(main, ["parity", "--model", "yolov5n", "--against", str(box / "m.onnx"),
+                                  "--data", str(box / "bad"), "--json"])
+    doc = json.loads(r.stdout)
+    assert doc["images"] == 2 and doc["images_requested"] == 5 and doc["images_skipped"] == 3
+    assert "compared 2 of 5 images" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_verbose_shows_what_lies_underneath(box: Path) -> None:
+    r = CliRunner().invoke(main, ["--verbose", "lint", str(box / "dangling.onnx")])
+    assert r.exit_code == 2 and "ValidationError" in r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("attn-deploy: error: ")
+
+
+@pytest.mark.parametrize("case", ["os.system in a plain pickle", "billion laughs"])
+def test_console_script_in_a_real_process(tmp_path: Path, case: str) -> None:
+    """The installed entry point, not CliRunner: one line, exit 2, nothing run."""
+    make, needle = CHECKPOINTS.get(case) or YAMLS[case]
+    path = make(tmp_path)
+    flag = "--weights" if case in CHECKPOINTS else "--cfg"
+    r = subprocess.run([sys.executable, "-c", "from attn_deploy.cli import run; run()", "info", flag, str(path)],
+                       capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and needle in r.stderr, r.stderr
+    assert not (tmp_path / MARKER).exists()
