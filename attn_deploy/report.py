@@ -190,7 +190,7 @@ def calib_table(result: CalibResult) -> Table:
 
 
 def blocks_table(report: Any) -> Table:
-    """Per-block parity (``parity/blocks.py``): accumulated and local error per yaml layer."""
+    """Per-block parity (``diagnose/blocks.py``): accumulated and local error per yaml layer."""
     culprit = report.culprit
     verdict = f"culprit: layer {culprit}" if culprit is not None else f"no layer's local error over {report.tolerance:g}"
     t = Table(title=f"Per-block error on {report.images} image(s), relative to each layer's max |output|; {verdict}")

@@ -14,16 +14,17 @@ from click.testing import CliRunner
 
 from attn_deploy.calib.fp16 import convert_fp16
 from attn_deploy.cli import main
-from attn_deploy.exporter.export import export_model, read_sidecar
+from attn_deploy.diagnose.blocks import BlockReport, BlockRow, ErrorStats, per_block
+from attn_deploy.diagnose.onnx_blocks import OnnxBlocks
+from attn_deploy.engines.trt import tensorrt_version
+from attn_deploy.exporter.export import export_model
 from attn_deploy.exporter.layers import TRANSPARENT, LayerBoundary, find_boundaries, model_rows, scope_of
 from attn_deploy.exporter.torch2onnx import ExportSpec
-from attn_deploy.engines.trt import tensorrt_version
 from attn_deploy.files import sha256
 from attn_deploy.models import load_model
 from attn_deploy.models.attention import list_attention
 from attn_deploy.models.zoo import create_model
-from attn_deploy.parity.blocks import BlockReport, BlockRow, ErrorStats, per_block
-from attn_deploy.parity.onnx_blocks import OnnxBlocks
+from attn_deploy.sidecar import read_sidecar
 
 DEMO = Path(__file__).resolve().parent.parent / "demo" / "yolov5n-ca-shapes.pt"
 
@@ -151,7 +152,7 @@ def _fake_engine(tmp_path: Path, onnx_path: Path, digest: str) -> Path:
 
 
 def test_per_block_of_an_engine_finds_its_onnx_or_says_why(tmp_path: Path) -> None:
-    from attn_deploy.engines.trt_blocks import engine_onnx
+    from attn_deploy.diagnose.trt_blocks import engine_onnx
     from attn_deploy.errors import UserError
 
     path = tmp_path / "m.onnx"

@@ -30,19 +30,23 @@ def parity(
     on_error: str, per_block: bool, block_images: int, block_tolerance: float, report_dir: str | None, as_json: bool,
 ) -> None:
     """Judge a deployable model against PyTorch: tensors, detections, mAP (exit 1 if outside the gates)."""
+    from attn_deploy.diagnose.run import BlockOptions, open_blocks, per_block_parity
     from attn_deploy.engines import runner_for
     from attn_deploy.models import load_model
-    from attn_deploy.parity.blocks import open_blocks
     from attn_deploy.parity.check import Gates, ParityOptions, check_parity
     from attn_deploy.report import blocks_table, parity_table
 
     net = load_model(model_name, cfg, weights)
     opts = ParityOptions(data, imgsz, max_images, on_error, Gates(min_agreement, max_map_drop),
-                         block_images=block_images, block_tolerance=block_tolerance, examples=6 if report_dir else 0)
+                         examples=6 if report_dir else 0)
     with Spinner("comparing") as status:
         blocks = open_blocks(candidate, net) if per_block else None
-        result = check_parity(net, runner_for(candidate), candidate, opts, blocks=blocks,
+        runner = runner_for(candidate)
+        result = check_parity(net, runner, candidate, opts,
                               progress=lambda done, total: status(f"comparing: {done}/{total} images"))
+        if blocks is not None:
+            status("per-block: each layer against PyTorch")
+            result.blocks = per_block_parity(net, runner, opts, blocks, BlockOptions(block_images, block_tolerance))
     for line in result.skipped:
         click.echo(f"attn-deploy: skipped {line}", err=True)
     if result.skipped:

@@ -1,4 +1,5 @@
-"""``parity --per-block``: which yaml layer breaks a candidate, told apart from what it inherits.
+"""Per-block parity (``parity --per-block``): which yaml layer breaks a candidate, told apart
+from what it inherits.
 
 For every layer (``exporter/layers.py`` gives its output and input tensors) two errors against
 PyTorch, on the same letterboxed images:
@@ -12,21 +13,20 @@ Both are judged relative to the layer's scale (max |error| over max |reference|)
 [0, 1], a C3 output wherever its activations are; the Detect output is judged as boxes
 (pixels) and scores ([0, 1]) apart, the worse of the two speaking for it. The culprit is the
 layer with the largest relative local error, when that exceeds the tolerance. Candidates are ONNX files (ONNX Runtime) or
-TensorRT engines (``engines/trt_blocks.py``): a backend only has to run the graph with the
-boundaries as outputs, and one layer apart.
+TensorRT engines (``trt_blocks.py``): a backend only has to run the graph with the
+boundaries as outputs, and one layer apart. ``run.py`` opens a candidate's backend and runs
+it for the parity verb.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 import torch
 
-from attn_deploy.errors import UserError
 from attn_deploy.exporter.layers import LayerBoundary
 from attn_deploy.models.yolo import DetectionModel
 
@@ -163,39 +163,6 @@ def run_typed(runner: Any, arrays: list[np.ndarray]) -> dict[str, np.ndarray]:
     specs = runner.inputs()
     feed = {s.name: np.ascontiguousarray(a, dtype=s.dtype) for s, a in zip(specs, arrays)}
     return {k: np.asarray(v, dtype=np.float32) for k, v in runner.run(feed).items()}
-
-
-def open_blocks(path: str | Path, net: DetectionModel) -> tuple[BlockBackend, list[LayerBoundary]]:
-    """The backend for a candidate file and its layer boundaries, checked against ``net``."""
-    import onnx
-
-    from attn_deploy.engines import ENGINE_SUFFIXES
-    from attn_deploy.exporter.layers import boundaries_for, model_rows
-    from attn_deploy.sidecar import read_sidecar
-
-    path = Path(path)
-    engine = path.suffix.lower() in ENGINE_SUFFIXES
-    if engine:
-        from attn_deploy.engines.trt_blocks import engine_onnx
-
-        src = engine_onnx(path)[0]
-    else:
-        src = path
-    try:
-        bounds = boundaries_for(onnx.load(str(src)), read_sidecar(src), model_rows(net))
-    except ValueError as e:
-        raise UserError(f"{src.name}: the layer boundaries cannot be found ({e})",
-                        "per-block parity needs an ONNX exported by attn-deploy (node names /model.<i>/...)") from None
-    if [b.module for b in bounds] != [r.module for r in model_rows(net)]:
-        raise UserError(f"{src.name} has {len(bounds)} layers that do not match the reference model's {len(net.model)}",
-                        "compare the model this file was exported from")
-    if engine:
-        from attn_deploy.engines.trt_blocks import TrtBlocks
-
-        return TrtBlocks(path, bounds), bounds
-    from attn_deploy.parity.onnx_blocks import OnnxBlocks
-
-    return OnnxBlocks(path, bounds), bounds
 
 
 class RunnerBlocks:

@@ -13,7 +13,7 @@ import onnx
 
 from attn_deploy.engines.onnxrt import OnnxrtRunner
 from attn_deploy.exporter.layers import LayerBoundary
-from attn_deploy.parity.blocks import RunnerBlocks
+from attn_deploy.diagnose.blocks import RunnerBlocks
 
 
 def with_outputs(model: onnx.ModelProto, tensors: list[str]) -> onnx.ModelProto:

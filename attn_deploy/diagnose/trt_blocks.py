@@ -17,12 +17,12 @@ from typing import Any
 
 import onnx
 
+from attn_deploy.diagnose.blocks import RunnerBlocks
 from attn_deploy.engines.build import BuildOptions, Plan, _build
 from attn_deploy.engines.trt import TrtRunner, engine_sidecar, require_tensorrt
 from attn_deploy.errors import UserError
 from attn_deploy.exporter.layers import LayerBoundary
 from attn_deploy.files import sha256
-from attn_deploy.parity.blocks import RunnerBlocks
 
 
 def engine_onnx(engine: Path) -> tuple[Path, dict[str, Any]]:

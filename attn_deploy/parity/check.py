@@ -9,7 +9,7 @@ detection agreement and the mAP50-95 drop: the tensor figures explain, the gates
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,9 +19,7 @@ import numpy as np
 from attn_deploy.data import Batch, ImageLoader, Letterbox, load_data
 from attn_deploy.engines import Runner, TorchRunner
 from attn_deploy.errors import UserError
-from attn_deploy.exporter.layers import LayerBoundary
 from attn_deploy.models.yolo import DetectionModel
-from attn_deploy.parity.blocks import DEFAULT_TOLERANCE, BlockBackend, BlockReport, per_block
 from attn_deploy.parity.coco import CocoEvaluator, MapResult
 from attn_deploy.parity.match import Agreement, Match
 from attn_deploy.parity.nms import Detections
@@ -52,7 +50,7 @@ class ParityResult:
     detections: Agreement = field(default_factory=Agreement)
     map_reference: MapResult | None = None
     map_candidate: MapResult | None = None
-    blocks: BlockReport | None = None
+    blocks: Any = None  # a per-block report (diagnose.blocks.BlockReport), attached by the CLI
     examples: list[Example] = field(default_factory=list)  # for the report: disagreements first
 
     @property
@@ -116,18 +114,14 @@ class ParityOptions:
     on_error: str = "skip"
     gates: Gates = Gates()
     tol: Tolerances = Tolerances()
-    block_images: int = 32  # images for --per-block (each runs every layer twice more)
-    block_tolerance: float = DEFAULT_TOLERANCE
     examples: int = 0  # images with detections to keep for a report
 
 
 def check_parity(
     reference: DetectionModel, candidate: Runner, name: str, opts: ParityOptions,
     progress: Callable[[int, int], None] | None = None,
-    blocks: tuple[BlockBackend, list[LayerBoundary]] | None = None,
 ) -> ParityResult:
-    """Run both sides over the data and judge the candidate; ``progress(done, total)``.
-    With ``blocks`` (``open_blocks``), also the per-block errors on the first images."""
+    """Run both sides over the data and judge the candidate; ``progress(done, total)``."""
     batch, imgsz = _geometry(candidate, opts.imgsz)
     ref_run = TorchRunner(reference)
     loader, source_name, labelled, total = _batches(opts, imgsz, batch)
@@ -149,20 +143,16 @@ def check_parity(
     result.skipped = list(getattr(loader, "skipped", []))
     if evals:
         result.map_reference, result.map_candidate = evals[0].evaluate(), evals[1].evaluate()
-    if blocks is not None:
-        result.blocks = _per_block(reference, blocks, opts, imgsz, batch)
     return result
 
 
-def _per_block(reference: DetectionModel, blocks: tuple[BlockBackend, list[LayerBoundary]], opts: ParityOptions,
-               imgsz: tuple[int, int], batch: int) -> BlockReport:
-    backend, bounds = blocks
-    first = ParityOptions(opts.data, opts.imgsz, min(opts.max_images or opts.block_images, opts.block_images), opts.on_error)
-    loader = _batches(first, imgsz, batch)[0]
-    try:
-        return per_block(reference, backend, bounds, ((b.padded(batch), len(b)) for b in loader), opts.block_tolerance)
-    finally:
-        backend.close()
+def first_batches(candidate: Runner, opts: ParityOptions, count: int) -> Iterator[tuple[np.ndarray, int]]:
+    """The first ``count`` images of the parity data as ``candidate`` takes them: (a batch
+    padded to its fixed batch size, how many of it are real images). For per-block parity."""
+    with candidate:  # activated only to read its input's geometry
+        batch, imgsz = _geometry(candidate, opts.imgsz)
+    first = ParityOptions(opts.data, opts.imgsz, count, opts.on_error)
+    return ((b.padded(batch), len(b)) for b in _batches(first, imgsz, batch)[0])
 
 
 def _judge(result: ParityResult, b: Batch, ref: np.ndarray, cand: np.ndarray,
