@@ -113,6 +113,6 @@ def test_cli_exit_codes(tmp_path: Path) -> None:
     assert r.exit_code == 1 and doc["findings"][0]["node"] == "bad_Unique" and doc["tensorrt"] == "10.15"
     assert "1 node(s) TensorRT would refuse" in r.stderr
     r = CliRunner().invoke(main, ["lint", str(junk)])
-    assert r.exit_code == 2 and "not a valid ONNX file" in r.stderr
+    assert r.exit_code == 2 and "is not an ONNX model" in r.stderr
     r = CliRunner().invoke(main, ["lint", str(tmp_path / "none.onnx")])
     assert r.exit_code == 2 and "ONNX file not found" in r.stderr

@@ -194,7 +194,7 @@ def test_unknown_model_name_suggests_close_ones() -> None:
 
 
 def test_missing_and_malformed_yaml(tmp_path: Path) -> None:
-    with pytest.raises(UserError, match="cannot read model yaml"):
+    with pytest.raises(UserError, match="model yaml not found"):
         load_model(cfg=tmp_path / "nope.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("backbone: [[-1, 1, Conv]\n")

@@ -124,14 +124,11 @@ def input_profile(model: onnx.ModelProto, shapes: tuple[Shape, Shape, Shape] | N
 
 
 def build_engine(onnx_path: str | Path, output: str | Path | None, opts: BuildOptions) -> BuildResult:
+    from attn_deploy.onnxfile import read_onnx
+
     src = Path(onnx_path)
-    if not src.is_file():
-        raise UserError(f"ONNX file not found: {src}")
+    model = read_onnx(src)
     raw = src.read_bytes()
-    try:
-        model = onnx.load_from_string(raw)
-    except Exception as e:  # onnx raises DecodeError and friends
-        raise UserError(f"{src} is not an ONNX model ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from e
     export = read_sidecar(src)
     profile = input_profile(model, opts.shapes, export)
     carried = onnx_precision(model)
