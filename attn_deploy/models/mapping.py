@@ -14,7 +14,7 @@ from collections import OrderedDict
 
 from torch import Tensor, nn
 
-from attn_deploy.errors import UserError
+from attn_deploy.errors import UserError, library_text
 from attn_deploy.models.attention import AttentionModule, ForkLayer
 from attn_deploy.models.checkpoint import Checkpoint
 from attn_deploy.models.yolo import DetectionModel
@@ -67,7 +67,7 @@ def _adapt_attention(model: DetectionModel, ckpt: Checkpoint, i: int) -> nn.Modu
         kwargs = type(layer).fork_kwargs(c1, fork)
         new = type(layer)(c1, **kwargs)
     except (ValueError, TypeError, IndexError, KeyError, StopIteration) as e:
-        raise UserError(f"layer {i} ({fork.cls}): cannot read this fork's variant: {e}") from e
+        raise UserError(f"layer {i} ({fork.cls[:40]}): cannot read this fork's variant: {library_text(e, 100)}") from e
     new.i, new.f, new.type = layer.i, layer.f, layer.type
     model.model[i] = new
     return new
