@@ -76,7 +76,8 @@ def export_table(r: ExportResult) -> Table:
         cases = ", ".join("x".join(map(str, c)) for c in r.parity.cases)
         t.add_row("parity", f"{_ok(r.parity.passed)} ONNX Runtime vs PyTorch on {cases}")
         for s in r.parity.stats:
-            t.add_row(f"  {s.name}", f"{_ok(s.passed)} max abs {s.max_abs:.2e} (tol {s.atol:g} + {s.rtol:g}|ref|), "
+            noise = f", {s.noise_ratio:.2g}x float32 noise {s.noise:.2g}" if s.noise_ratio is not None else ""
+            t.add_row(f"  {s.name}", f"{_ok(s.passed)} max abs {s.max_abs:.2e} (tol {s.atol:.3g} + {s.rtol:g}|ref|{noise}), "
                       f"max rel {s.max_rel:.2e}, cosine {s.cosine:.9f}")
         for name, ok in r.parity.checks.items():
             t.add_row(f"  {name}", _ok(ok))

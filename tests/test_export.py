@@ -102,8 +102,10 @@ def test_parity_failure_is_reported_with_the_excess(tmp_path: Path) -> None:
     strict = Tolerances(box_atol=1e-9, box_rtol=0, score_atol=1e-12)
     result = export_model(model("none"), tmp_path / "m.onnx", ExportSpec((256, 256)), tol=strict)
     assert not result and any(f.startswith("output0.scores: max abs") for f in result.failures())
+    assert all("x the float32 noise of this model" in f for f in result.failures())  # how far beyond noise
     side = json.loads((tmp_path / "m.json").read_text())  # the file stays, for inspection, marked failed
     assert side["parity"]["passed"] is False and result.to_dict()["parity"]["passed"] is False
+    assert side["parity"]["outputs"]["output0.boxes"]["atol"] == 1e-9  # an explicit tol is used as given
 
 
 def test_sidecar_holds_what_later_steps_need(tmp_path: Path) -> None:
@@ -114,6 +116,9 @@ def test_sidecar_holds_what_later_steps_need(tmp_path: Path) -> None:
     assert side["onnx"]["sha256"] == result.sha256 and len(side["names"]) == 80
     assert side["inputs"] == [{"name": "images", "dtype": "float32", "shape": ["batch", 3, "height", "width"]}]
     assert side["outputs"][0]["shape"] == ["batch", "boxes", 85] and side["parity"]["passed"]
+    noise, boxes = side["parity"]["noise"], side["parity"]["outputs"]["output0.boxes"]
+    assert noise["factor"] == 16 and noise["case"] == [1, 3, 320, 256] and 0 < noise["boxes"] < 1e-3
+    assert boxes["noise"] == noise["boxes"] and boxes["noise_ratio"] == boxes["max_abs"] / noise["boxes"]
     assert side["anchors"][0] == [[10, 13], [16, 30], [33, 23]]
 
 

@@ -66,10 +66,13 @@ class ExportResult:
 
 def export_model(
     net: DetectionModel, output: str | Path | None = None, spec: ExportSpec = ExportSpec(),
-    nms: NmsOptions | None = None, check: bool = True, tol: Tolerances = Tolerances(),
+    nms: NmsOptions | None = None, check: bool = True, tol: Tolerances | None = None,
     source: dict[str, Any] | None = None, progress: Progress | None = None,
 ) -> ExportResult:
-    """Export ``net`` and write the ONNX file and its sidecar atomically."""
+    """Export ``net`` and write the ONNX file and its sidecar atomically.
+
+    Parity tolerances default to a multiple of the model's own float32 noise
+    (``parity_check.check_export``); ``tol`` fixes them instead."""
     import onnx
 
     say = progress or (lambda _msg: None)
