@@ -127,3 +127,22 @@ def check_expansion(doc: Any, where: str, limit: int = MAX_YAML_LEAVES) -> int:
         return total
 
     return size(doc, 0)
+
+
+def to_json(doc: Any) -> str:
+    """``doc`` as strict JSON: NaN and infinities (a figure that could not be measured, an
+    error that overflowed) become null, which every JSON reader takes; Python's own NaN
+    token is not JSON."""
+    import json
+    import math
+
+    def clean(x: Any) -> Any:
+        if isinstance(x, float) and not math.isfinite(x):
+            return None
+        if isinstance(x, dict):
+            return {k: clean(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [clean(v) for v in x]
+        return x
+
+    return json.dumps(clean(doc), indent=2, default=str, allow_nan=False)

@@ -8,7 +8,6 @@ module's own weights. Parameter counts are checked against the papers' formulas.
 
 from __future__ import annotations
 
-import math
 
 import pytest
 import torch

@@ -14,7 +14,7 @@ from onnx import TensorProto, helper
 
 from attn_deploy.cli import main
 from attn_deploy.engines import OnnxrtRunner, TorchRunner, runner_for
-from attn_deploy.engines.bench import BenchOptions, LatencyStats, Timing, compare, result_of
+from attn_deploy.engines.bench import BenchOptions, LatencyStats, Timing, compare
 from attn_deploy.engines.build import BuildOptions, build_engine, input_profile, onnx_precision, parse_shape, plan_build
 from attn_deploy.engines.trt import GpuInfo, check_compatible, tensorrt_version
 from attn_deploy.errors import UserError

@@ -140,7 +140,7 @@ def test_cli_export_json(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "args,message",
     [(["--opset", "12"], "--opset 12 is not supported"), (["--imgsz", "300"], "not a multiple of the model's stride"),
-     (["--nms", "--topk", "5000"], "--topk must be between 1 and 3839"), (["-o", "/nonexistent/dir/m.onnx"], "output folder does not exist")],
+     (["--nms", "--topk", "5000"], "--topk must be between 1 and 3839"), (["-o", "/nonexistent/dir/m.onnx"], "folder /nonexistent/dir does not exist")],
 )
 def test_cli_export_bad_options_leave_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], message: str) -> None:
     monkeypatch.chdir(tmp_path)

@@ -9,7 +9,6 @@ measurement on a subset of the validation images, and added while the budget is 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +21,7 @@ from attn_deploy.calib.groups import Group, candidate_groups, layer_nodes, nodes
 from attn_deploy.calib.search import Decision, Sensitivity, choose
 from attn_deploy.errors import UserError
 from attn_deploy.exporter.layers import LayerRow, find_boundaries
-from attn_deploy.files import atomic_write, check_writable
+from attn_deploy.files import atomic_write, check_writable, to_json
 from attn_deploy.onnxfile import read_onnx
 from attn_deploy.sidecar import read_sidecar
 
@@ -53,6 +52,7 @@ class CalibResult:
     val: str
     budget: float
     reference: Score
+    counts: dict[str, int]  # images asked for and used: calibration, validation
     final: Score
     damage: float
     naive: Score | None = None
@@ -75,7 +75,9 @@ class CalibResult:
     def to_dict(self) -> dict[str, Any]:
         return {
             "passed": self.passed, "output": str(self.output), "precision": self.precision, "method": self.method,
-            "calibration": {"source": self.calibration, "images": self.images}, "val": self.val,
+            "calibration": {"source": self.calibration, "images": self.images,
+                            "images_requested": self.counts["calibration_requested"]},
+            "val": self.val, "val_images": self.counts["val"], "val_images_requested": self.counts["val_requested"],
             "budget": self.budget, "damage": self.damage, "reference": self.reference.to_dict(),
             "final": self.final.to_dict(), "naive": self.naive.to_dict() if self.naive else None,
             "excluded_groups": self.kept, "sensitivity": [s.to_dict() for s in self.sensitivity],
@@ -128,7 +130,8 @@ def calibrate(src_path: str | Path, opts: CalibOptions, progress: Progress = lam
     progress("scoring the float32 model")
     ref = ev.set_reference(src)
     base = dict(output=out, precision=opts.precision, calibration=origin, images=len(images),
-                val=str(val), budget=opts.max_map_drop, reference=ref)
+                val=str(val), budget=opts.max_map_drop, reference=ref,
+                counts={"calibration_requested": opts.images, "val": ev.images, "val_requested": ev.requested})
     if opts.precision == "fp16":
         data, result = _fp16(src, model, images, ev, opts, base)
     else:
@@ -252,5 +255,5 @@ def _write(src: Path, data: bytes, result: CalibResult, sidecar: dict[str, Any] 
         doc["layers"] = _layers(data, doc["layers"])
     doc["onnx"] = {"file": out.name, "sha256": sha256(data), "bytes": len(data), "from": src.name}
     doc["precision"] = result.to_dict()
-    atomic_write(out.with_suffix(".json"), json.dumps(doc, indent=2).encode())
+    atomic_write(out.with_suffix(".json"), to_json(doc).encode())
     return result

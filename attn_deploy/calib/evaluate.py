@@ -44,8 +44,9 @@ class Evaluator:
         source = load_data(data)
         self.labelled, self.nc = source.labelled, len(source.names or [])
         self.batch = batch
-        self.batches: list[Batch] = list(ImageLoader(source, imgsz, batch, "skip", max_images))
-        self.images = sum(len(b) for b in self.batches)
+        loader = ImageLoader(source, imgsz, batch, "skip", max_images)
+        self.batches: list[Batch] = list(loader)
+        self.images, self.requested = sum(len(b) for b in self.batches), len(loader)
         self.reference: list[Detections] = []
         self.reference_score: Score | None = None
 

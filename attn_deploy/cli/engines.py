@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 
 import click
 
@@ -90,9 +89,9 @@ def bench(
         from pathlib import Path
 
         from attn_deploy.engines.chart import bench_chart
-        from attn_deploy.files import atomic_write
+        from attn_deploy.files import atomic_write, to_json
 
-        atomic_write(Path(f"{output}.json"), json.dumps({"results": doc}, indent=2).encode())
+        atomic_write(Path(f"{output}.json"), to_json({"results": doc}).encode())
         bench_chart(results, Path(f"{output}.png"))
     if as_json:
         emit_json({"results": doc} if compare else doc[0])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 from typing import Any, Callable
@@ -67,7 +66,9 @@ def write_report(directory: str | None, page: Callable[[], Any], doc: dict[str, 
 
 
 def emit_json(doc: Any) -> None:
-    click.echo(json.dumps(doc, indent=2, default=str))
+    from attn_deploy.files import to_json
+
+    click.echo(to_json(doc))
 
 
 def console(width: int = 100) -> Any:

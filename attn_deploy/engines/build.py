@@ -10,7 +10,6 @@ INT8 from a float32 ONNX needs calibration data: ``calib`` (explicit Q/DQ) is th
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from dataclasses import asdict, dataclass, field
@@ -21,7 +20,7 @@ import onnx
 
 from attn_deploy.engines.trt import gpu_info, require_tensorrt
 from attn_deploy.errors import UserError
-from attn_deploy.files import atomic_write, sha256
+from attn_deploy.files import atomic_write, sha256, to_json
 from attn_deploy.sidecar import read_sidecar
 
 PRECISIONS = ("fp32", "fp16", "int8", "best")
@@ -150,7 +149,7 @@ def build_engine(onnx_path: str | Path, output: str | Path | None, opts: BuildOp
         "build_seconds": round(time.perf_counter() - start, 1),
     }
     atomic_write(out, data)
-    atomic_write(out.with_name(out.name + ".json"), json.dumps(sidecar, indent=2).encode())
+    atomic_write(out.with_name(out.name + ".json"), to_json(sidecar).encode())
     return BuildResult(out, sidecar)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +13,7 @@ from attn_deploy.exporter.lint import LintReport, lint_onnx
 from attn_deploy.exporter.nms import NmsOptions, append_nms
 from attn_deploy.exporter.parity_check import check_export
 from attn_deploy.exporter.torch2onnx import ExportSpec, clean, torch_to_onnx, yolov5_metadata
-from attn_deploy.files import atomic_write, sha256
+from attn_deploy.files import all_or_nothing, atomic_write, check_writable, sha256, to_json
 from attn_deploy.models.yolo import DetectionModel, check_imgsz
 from attn_deploy.parity.tensor import TensorParity, Tolerances
 from attn_deploy.sidecar import read_sidecar
@@ -81,7 +80,7 @@ def export_model(
     if nms is not None:
         nms.check()
     check_imgsz(spec.imgsz, int(net.stride.max()))
-    path = Path(output) if output else Path(f"{net.name}.onnx")
+    path = check_writable(Path(output) if output else Path(f"{net.name}.onnx"))
     say(f"exporting {net.name} to ONNX (opset {spec.opset})")
     raw = torch_to_onnx(net, spec)
     meta = yolov5_metadata(net)
@@ -100,8 +99,10 @@ def export_model(
         nodes=len(final.graph.node), ops=_ops(final), size=len(data), sha256=sha256(data),
         seconds=0.0, lint=lint, parity=parity,
     )
-    atomic_write(path, data)
-    atomic_write(result.sidecar, json.dumps(sidecar(net, final, result, source), indent=2).encode())
+    doc = to_json(sidecar(net, final, result, source)).encode()
+    with all_or_nothing() as written:
+        written.append(atomic_write(path, data))
+        written.append(atomic_write(result.sidecar, doc))
     result.seconds = time.perf_counter() - start
     return result
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import json
 import time
 from dataclasses import dataclass, field
 from importlib import resources
@@ -11,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from attn_deploy import __version__
-from attn_deploy.files import atomic_write
+from attn_deploy.files import atomic_write, to_json
 
 
 @dataclass
@@ -76,5 +75,5 @@ def write_report(directory: str | Path, page: Page, doc: dict[str, Any]) -> Path
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     html = render(page)
-    atomic_write(out / "report.json", json.dumps(doc, indent=2, default=str).encode())
+    atomic_write(out / "report.json", to_json(doc).encode())
     return atomic_write(out / "report.html", html.encode("utf-8"))

@@ -13,7 +13,6 @@ name in the error. A record can never be called: a pickle that tries is refused 
 from __future__ import annotations
 
 import importlib
-import pickle
 import re
 import warnings
 import zipfile
