@@ -18,6 +18,9 @@ def check_writable(path: str | Path) -> Path:
     p = Path(path)
     if p.is_dir():
         raise UserError(f"cannot write {p}: it is a folder")
+    if p.exists() and not p.is_file() or p.is_symlink() and not p.is_file():
+        # a device, FIFO or socket (/dev/full, /dev/stdout): the rename would replace the node itself
+        raise UserError(f"cannot write {p}: it exists and is not a regular file")
     if not p.parent.is_dir():
         raise UserError(f"cannot write {p}: folder {p.parent} does not exist")
     try:

@@ -65,17 +65,20 @@ def box(tmp_path: Path, small_onnx: Path) -> Path:
     (bad / "text.jpg").write_text("not an image")
     (bad / "junk.jpg").write_bytes(b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4)
     (tmp_path / "noimages").mkdir()
-    _dangling(tmp_path / "dangling.onnx")
+    os.mkfifo(tmp_path / "fifo.onnx")  # not a regular file: a rename onto it would replace the node
+    _relu(tmp_path / "dangling.onnx", [1], "ghost")
+    _relu(tmp_path / "vector.onnx", [1])  # valid, but its input is no image
+    _relu(tmp_path / "noout0.onnx", [1, 3, 64, 64])  # an image in, but no output0
     return tmp_path
 
 
-def _dangling(path: Path) -> None:
+def _relu(path: Path, shape: list[int], source: str = "x") -> None:
     import onnx
     from onnx import TensorProto, helper
 
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
-    graph = helper.make_graph([helper.make_node("Relu", ["ghost"], ["y"], name="r")], "g", [x], [y])
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)
+    graph = helper.make_graph([helper.make_node("Relu", [source], ["y"], name="r")], "g", [x], [y])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
 
 
@@ -118,6 +121,7 @@ BAD_INVOCATIONS = [
     (["export", "--model", "yolov5n", "--imgsz", "64", "-o", "nowhere/x.onnx"], "does not exist"),
     (["export", "--model", "yolov5n", "--imgsz", "64", "-o", "bad"], "is a directory"),
     (["export", "--model", "yolov5n", "--cfg", "x.yaml"], "not both"),
+    (["export", "--model", "yolov5n", "--imgsz", "64", "-o", "fifo.onnx"], "not a regular file"),
     # lint
     (["lint", "missing.onnx"], "not found"),
     (["lint", "empty.onnx"], "empty"),
@@ -140,6 +144,9 @@ BAD_INVOCATIONS = [
     (["parity", "--model", "yolov5n", "--against", "m.onnx", "--block-images", "0"], "--block-images"),
     (["parity", "--model", "yolov5n", "--against", "m.onnx", "--imgsz", "96"], "fixed at 64,64"),
     (["parity", "--model", "yolov5n", "--against", "text.onnx"], "not an ONNX model"),
+    (["parity", "--model", "yolov5n", "--against", "vector.onnx"], "one NCHW image input"),
+    (["parity", "--model", "yolov5n", "--against", "noout0.onnx"], "no 'output0'"),
+    (["parity", "--model", "yolov5n", "--against", "m.onnx", "--report", "fifo.onnx"], "report"),
     # calib
     (["calib", "empty.onnx", "--precision", "int8", "--data", "bad"], "empty"),
     (["calib", "m.onnx", "--precision", "int8", "--data", "bad"], "no usable image"),
@@ -168,6 +175,9 @@ BAD_INVOCATIONS = [
     (["bench", "yolov5n", "--imgsz", "100000"], "4096"),
     (["bench", "yolov5n", "--batch", "1000", "--imgsz", "4096"], "smaller batch"),
     (["bench", "yolov5q-zz"], "unknown model"),
+    (["bench", "vector.onnx"], "one NCHW image input"),
+    (["bench", "--compare", "yolov5n", "m.onnx", "--imgsz", "64", "--iterations", "1", "--warmup", "0", "-o", "/proc/b"],
+     "cannot write"),
     (["bench", "yolov5n", "yolov5s"], "--compare"),
 ]
 

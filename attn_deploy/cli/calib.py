@@ -5,7 +5,17 @@ from __future__ import annotations
 import click
 
 from attn_deploy.cli.group import main
-from attn_deploy.cli.options import NON_NEGATIVE, Spinner, console, emit_json, gate, json_option, report_option, write_report
+from attn_deploy.cli.options import (
+    NON_NEGATIVE,
+    Spinner,
+    check_report,
+    console,
+    emit_json,
+    gate,
+    json_option,
+    report_option,
+    write_report,
+)
 
 
 @main.command()
@@ -29,6 +39,7 @@ def calib(
     val: str | None, max_map_drop: float, output: str | None, cache: str | None, report_dir: str | None, as_json: bool,
 ) -> None:
     """FP16 or INT8 (Q/DQ) ONNX from a float32 one, measured on validation images (exit 1 over budget)."""
+    check_report(report_dir)
     from attn_deploy.calib.calibrate import CalibOptions, calibrate
     from attn_deploy.report import calib_table
 

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-
 import click
 
 from attn_deploy.cli.group import main
-from attn_deploy.cli.options import ImageSize, Spinner, console, emit_json, json_option, report_option, write_report
+from attn_deploy.cli.options import (
+    ImageSize,
+    Spinner,
+    check_report,
+    console,
+    emit_json,
+    json_option,
+    report_option,
+    write_report,
+)
 
 
 @main.command()
@@ -69,6 +77,11 @@ def bench(
     report_dir: str | None, as_json: bool,
 ) -> None:
     """Latency and throughput of a model name, an ONNX file or an engine (trtexec's statistics)."""
+    check_report(report_dir)
+    if compare:
+        from attn_deploy.files import check_writable
+
+        check_writable(f"{output}.json")
     from attn_deploy.engines import bench as bench_lib
     from attn_deploy.engines.workloads import split_spec, workload_for
     from attn_deploy.models.yolo import check_size_limits

@@ -5,8 +5,16 @@ from __future__ import annotations
 import click
 
 from attn_deploy.cli.group import main
-from attn_deploy.cli.options import (UNIT, ImageSize, Spinner, console, emit_json, gate, json_option,
-                                     model_options)
+from attn_deploy.cli.options import (
+    UNIT,
+    ImageSize,
+    Spinner,
+    console,
+    emit_json,
+    gate,
+    json_option,
+    model_options,
+)
 
 
 @main.command()

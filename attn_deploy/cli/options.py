@@ -52,6 +52,14 @@ def report_option(f: Callable[..., Any]) -> Callable[..., Any]:
                         help="Also write DIR/report.html (self-contained, opens offline) and DIR/report.json.")(f)
 
 
+def check_report(directory: str | None) -> None:
+    """A --report folder that cannot be written is refused before the work, not after."""
+    if directory is not None:
+        from attn_deploy.htmlreport.page import check_report_dir
+
+        check_report_dir(directory)
+
+
 def write_report(directory: str | None, page: Callable[[], Any], doc: dict[str, Any]) -> None:
     """Write the report when asked (before any gate exits: a failing run is when it is needed)."""
     if directory is None:

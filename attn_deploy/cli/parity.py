@@ -5,8 +5,20 @@ from __future__ import annotations
 import click
 
 from attn_deploy.cli.group import main
-from attn_deploy.cli.options import (NON_NEGATIVE, UNIT, ImageSize, Spinner, console, emit_json, gate, json_option,
-                                     model_options, report_option, write_report)
+from attn_deploy.cli.options import (
+    NON_NEGATIVE,
+    UNIT,
+    ImageSize,
+    Spinner,
+    check_report,
+    console,
+    emit_json,
+    gate,
+    json_option,
+    model_options,
+    report_option,
+    write_report,
+)
 
 
 @main.command()
@@ -30,6 +42,7 @@ def parity(
     on_error: str, per_block: bool, block_images: int, block_tolerance: float, report_dir: str | None, as_json: bool,
 ) -> None:
     """Judge a deployable model against PyTorch: tensors, detections, mAP (exit 1 if outside the gates)."""
+    check_report(report_dir)
     from attn_deploy.diagnose.run import BlockOptions, open_blocks, per_block_parity
     from attn_deploy.engines import runner_for
     from attn_deploy.models import load_model

@@ -52,7 +52,12 @@ class OnnxrtRunner(Runner):
         return [o.name for o in self.session.get_outputs()]
 
     def run_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        outs = self.session.run(None, {k: feed[k] for k in self.input_names()})
+        try:
+            outs = self.session.run(None, {k: feed[k] for k in self.input_names()})
+        except Exception as e:  # noqa: BLE001 - ONNX Runtime's Fail/InvalidArgument: the graph does not take this input
+            shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in feed.items())
+            raise UserError(f"ONNX Runtime cannot run {self._label()} on {shapes[:80]}: {library_text(e, 100)}",
+                            detail=str(e)) from e
         return dict(zip(self.output_names(), outs))
 
 

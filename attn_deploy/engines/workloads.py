@@ -315,7 +315,10 @@ def _onnx_geometry(path: Path, batch: int, imgsz: tuple[int, int] | None) -> tup
     from attn_deploy.onnxfile import read_onnx
 
     read_onnx(path)  # missing, empty or broken: one line here, not ONNX Runtime's paragraph
-    (spec,) = OnnxrtRunner(path).inputs()[:1]
+    specs = OnnxrtRunner(path).inputs()
+    if len(specs) != 1 or len(specs[0].shape) != 4:
+        raise UserError(f"{path} should have one NCHW image input, it has {[(s.name, s.shape) for s in specs][:3]}")
+    spec = specs[0]
     fixed_b, fixed = spec.fixed(0), (spec.fixed(2), spec.fixed(3))
     if fixed_b is not None and batch not in (1, fixed_b):
         raise UserError(f"{path} has a fixed batch of {fixed_b}; export with --batch {batch} or --dynamic")

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from attn_deploy import __version__
-from attn_deploy.files import atomic_write, to_json
+from attn_deploy.errors import UserError
+from attn_deploy.files import atomic_write, check_writable, to_json
 
 
 @dataclass
@@ -68,6 +69,21 @@ def render(page: Page) -> str:
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     return env.from_string(template).render(
         page=page, version=__version__, when=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+
+
+def check_report_dir(directory: str | Path) -> Path:
+    """Refuse, before any work, a report folder that cannot be made or written."""
+    out = Path(directory)
+    base = out
+    while not base.exists() and base != base.parent:  # where mkdir will start
+        base = base.parent
+    if not base.is_dir():
+        raise UserError(f"cannot write the report in {out}: {'it' if base == out else base} is a file")
+    try:
+        check_writable(base / "report.html")
+    except UserError as e:
+        raise UserError(f"cannot write the report in {out}: {base} is not writable") from e
+    return out
 
 
 def write_report(directory: str | Path, page: Page, doc: dict[str, Any]) -> Path:
