@@ -170,6 +170,8 @@ YAMLS: dict[str, tuple[Maker, str]] = {
     "a billion repeats": (lambda d: _yaml(d, _row(2, 1, 10**9)), "'number'"),
     "from points forward": (lambda d: _yaml(d, _row(1, 0, 7)), "does not exist yet"),
     "billion laughs": (_laughs, "yaml bomb"),
+    "concat of two resolutions": (lambda d: _yaml(d, lambda c: c["head"].__setitem__(2, [[-1, 2], 1, "Concat", [1]])), "does not run"),
+    "no Detect at the end": (lambda d: _yaml(d, lambda c: c["head"].__setitem__(-1, [[17, 20, 23], 1, "Conv", [64, 3, 1]])), "must be Detect"),
     "recursive alias": (lambda d: _text(d, "nc: 80\nanchors: 3\nbackbone: &b [*b]\nhead: []\n"), "yaml"),
     "not a mapping": (lambda d: _text(d, "- 1\n- 2\n"), "does not hold a model definition"),
     "not yaml": (lambda d: _text(d, "nc: [1, 2\n"), "not valid yaml"),

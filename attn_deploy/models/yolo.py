@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import Tensor, nn
 
-from attn_deploy.errors import UserError, one_line
+from attn_deploy.errors import UserError, library_text, one_line
 from attn_deploy.files import check_expansion, read_yaml
 from attn_deploy.models import common
 from attn_deploy.models.attention import AttentionSpec, attention_aliases, find_attention
@@ -308,7 +308,7 @@ class DetectionModel(nn.Module):
         detect = self.model[-1]
         if not isinstance(detect, common.Detect):
             raise UserError(f"{where}: the last row must be Detect")
-        detect.stride.copy_(self._trial_strides(ch))
+        detect.stride.copy_(self._trial_strides(ch, where))
         _check_anchor_order(detect)
         detect.anchors /= detect.stride.view(-1, 1, 1)
         self.stride = detect.stride
@@ -321,7 +321,7 @@ class DetectionModel(nn.Module):
     def detect(self) -> common.Detect:
         return self.model[-1]
 
-    def _trial_strides(self, ch: int, s: int = 256) -> Tensor:
+    def _trial_strides(self, ch: int, where: str, s: int = 256) -> Tensor:
         """Strides from the sizes of Detect's inputs on an s x s image (in eval, no grad)."""
         seen: list[int] = []
         hook = self.detect.register_forward_pre_hook(lambda m, inp: seen.extend(x.shape[-2] for x in inp[0]))
@@ -329,6 +329,9 @@ class DetectionModel(nn.Module):
         try:
             with torch.no_grad():
                 self.eval()(torch.zeros(1, ch, s, s))
+        except (RuntimeError, ValueError, IndexError, TypeError) as e:  # rows that do not fit together
+            raise UserError(f"{where}: the model does not run on a {s}x{s} image: {library_text(e, 120)}",
+                            detail=str(e)) from e
         finally:
             hook.remove()
             self.train(was_training)
