@@ -17,7 +17,7 @@ from typing import Any
 import onnx
 
 from attn_deploy.calib.evaluate import Evaluator, Score, calibration_images
-from attn_deploy.calib.groups import Group, candidate_groups, layer_nodes, nodes_matching
+from attn_deploy.calib.groups import Group, candidate_groups, compile_patterns, layer_nodes, nodes_matching
 from attn_deploy.calib.search import Decision, Sensitivity, choose
 from attn_deploy.errors import UserError
 from attn_deploy.exporter.layers import LayerRow, find_boundaries
@@ -115,6 +115,8 @@ def calibrate(src_path: str | Path, opts: CalibOptions, progress: Progress = lam
         raise UserError(f"ONNX file not found: {src}")
     if opts.precision not in ("int8", "fp16"):
         raise UserError(f"--precision must be int8 or fp16, not {opts.precision!r}")
+    if opts.exclude not in (("auto",), ("none",)):
+        compile_patterns(list(opts.exclude))  # refused now, not after the calibration
     val = opts.val or opts.data
     if val is None:
         raise UserError("calib needs images: --data (a folder or a data.yaml) and/or --val", "accuracy is measured, not assumed")

@@ -13,6 +13,8 @@ from typing import Any
 
 import onnx
 
+from attn_deploy.errors import UserError
+
 from attn_deploy.exporter.layers import layer_nodes
 
 
@@ -39,7 +41,18 @@ def candidate_groups(model: onnx.ModelProto, layers: list[dict[str, Any]] | None
     return [Group(f"model.{i} {module}", i, module, tuple(nodes[i])) for i, module in sorted(picked.items())]
 
 
+def compile_patterns(patterns: list[str]) -> list[re.Pattern[str]]:
+    """``--exclude`` patterns as regular expressions; a broken one is a user error."""
+    out = []
+    for p in patterns:
+        try:
+            out.append(re.compile(p))
+        except re.error as e:
+            raise UserError(f"--exclude {p[:40]!r} is not a regular expression ({e.msg})") from e
+    return out
+
+
 def nodes_matching(model: onnx.ModelProto, patterns: list[str]) -> list[str]:
     """Node names that any of the regular expressions matches (re.search)."""
-    compiled = [re.compile(p) for p in patterns]
+    compiled = compile_patterns(patterns)
     return [n.name for n in model.graph.node if any(c.search(n.name) for c in compiled)]
