@@ -75,3 +75,8 @@ def test_every_verb_has_help() -> None:
     for verb in main.commands:
         code, out, _ = run(verb, "--help")
         assert code == 0 and "Usage" in out, verb
+
+
+def test_bare_command_prints_the_help() -> None:
+    code, out, err = run()
+    assert code == 0 and out.startswith("Usage: ") and "export" in out and err == ""

@@ -19,6 +19,7 @@ from attn_deploy.errors import AttnDeployError, one_line
 
 PROG = "attn-deploy"
 BUG_EXIT = 3
+NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2; 8.1 prints the help itself
 
 
 def fail(message: str, code: int) -> None:
@@ -53,6 +54,9 @@ class Group(click.Group):
             return super().main(*args, standalone_mode=False, **kwargs)
         try:
             code = super().main(*args, standalone_mode=False, **kwargs)
+        except NO_ARGS_IS_HELP as e:  # a bare 'attn-deploy': the help, not an error
+            click.echo(e.ctx.get_help())
+            sys.exit(0)
         except click.ClickException as e:
             fail(_usage_message(e), e.exit_code)
         except click.Abort:
