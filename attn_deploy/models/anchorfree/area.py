@@ -35,7 +35,7 @@ class AAttn(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         b, _, h, w = x.shape
-        c, d, area = self.all_head_dim, self.head_dim, max(self.area, 1)
+        d, area = self.head_dim, max(self.area, 1)
         seq = self.qkv(x).flatten(2).transpose(1, 2)  # (b, N, 3c), row-major positions
         strips = seq.reshape(b * area, (h * w) // area, self.num_heads, 3 * d).permute(0, 2, 3, 1)
         q, k, v = strips.split((d, d, d), dim=2)  # (b*area, heads, d, N/area)

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from attn_deploy.errors import UserError, library_text
 from attn_deploy.files import check_expansion, read_yaml
 from attn_deploy.models.anchorfree.head import Detect
-from attn_deploy.models.anchorfree.parser import check_cfg, parse_model, pick_scaling
+from attn_deploy.models.anchorfree.parser import check_cfg, parse_model, pick_scaling, run_layers
 
 
 class AnchorFreeModel(nn.Module):
@@ -43,11 +43,11 @@ class AnchorFreeModel(nn.Module):
         scaling = pick_scaling(self.yaml, scale, where)
         self.scale = self.yaml["scale"] = scaling.scale
         ch = self.yaml.setdefault("ch", 3)
-        self.model, self.save, self.rows = parse_model(copy.deepcopy(self.yaml), ch, scaling, where)
+        self.model, self.save, self.rows, shadow = parse_model(copy.deepcopy(self.yaml), ch, scaling, where)
         self.names = [str(i) for i in range(self.yaml["nc"])]
         if not isinstance(self.model[-1], Detect):
             raise UserError(f"{where}: the last row must be Detect")
-        strides = self._trial_strides(ch, where)  # plain floats: this also works on the meta device
+        strides = _trial_strides(shadow, self.save, ch, where)
         self.detect.stride.copy_(torch.tensor(strides))
         self.stride = self.detect.stride
         self.detect.bias_init(strides)
@@ -59,30 +59,24 @@ class AnchorFreeModel(nn.Module):
     def detect(self) -> Detect:
         return self.model[-1]
 
-    def _trial_strides(self, ch: int, where: str, s: int = 256) -> list[float]:
-        """Strides from the heights of Detect's inputs on an s x s image (no grad, eval)."""
-        seen: list[int] = []
-        hook = self.detect.register_forward_pre_hook(lambda m, inp: seen.extend(x.shape[-2] for x in inp[0]))
-        was_training = self.training
-        try:
-            with torch.no_grad():
-                self.train(False)(torch.zeros(1, ch, s, s, device=self.detect.stride.device))
-        except (RuntimeError, ValueError, IndexError, TypeError) as e:  # rows that do not fit together
-            raise UserError(f"{where}: the model does not run on a {s}x{s} image: {library_text(e, 120)}",
-                            detail=str(e)) from e
-        finally:
-            hook.remove()
-            self.train(was_training)
-        return [s / h for h in seen]
-
     def forward(self, x: Tensor) -> Any:
-        y: list[Tensor | None] = []
-        for m in self.model:
-            if m.f != -1:
-                x = y[m.f] if isinstance(m.f, int) else [x if j == -1 else y[j] for j in m.f]
-            x = m(x)
-            y.append(x if m.i in self.save else None)
-        return x
+        return run_layers(self.model, self.save, x)
+
+
+def _trial_strides(shadow: nn.Sequential, save: list[int], ch: int, where: str, s: int = 256) -> list[float]:
+    """Strides from the heights of Detect's inputs on an s x s image, found on the meta-device
+    twin of the layers: shapes only, no arithmetic, so building a model costs no forward pass."""
+    seen: list[int] = []
+    hook = shadow[-1].register_forward_pre_hook(lambda m, inp: seen.extend(x.shape[-2] for x in inp[0]))
+    try:
+        with torch.no_grad():
+            run_layers(shadow.eval(), save, torch.zeros(1, ch, s, s, device="meta"))
+    except (RuntimeError, ValueError, IndexError, TypeError, NotImplementedError) as e:  # rows that do not fit
+        raise UserError(f"{where}: the model does not run on a {s}x{s} image: {library_text(e, 120)}",
+                        detail=str(e)) from e
+    finally:
+        hook.remove()
+    return [s / h for h in seen]
 
 
 def load_anchor_free_yaml(path: str | Path) -> dict[str, Any]:

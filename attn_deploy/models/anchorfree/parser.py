@@ -14,19 +14,30 @@ from __future__ import annotations
 import copy
 import difflib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from attn_deploy.errors import UserError, one_line
 from attn_deploy.models import common
 from attn_deploy.models.anchorfree import area, blocks, head, psa
 from attn_deploy.models.attention import AttentionSpec, attention_aliases, find_attention
 from attn_deploy.models.yolo import (
-    MAX_CHANNELS, MAX_CLASSES, MAX_PARAMS, MAX_REPEATS, MAX_ROWS, Row, _resolve_arg, _short, _strip_nn,
-    iter_rows, make_divisible, parse_activation,
+    MAX_CHANNELS,
+    MAX_CLASSES,
+    MAX_PARAMS,
+    MAX_REPEATS,
+    MAX_ROWS,
+    Row,
+    _resolve_arg,
+    _short,
+    _strip_nn,
+    iter_rows,
+    make_divisible,
+    parse_activation,
 )
 
 # yaml module names -> classes taking (c1, c2, ...) from the channel bookkeeping
@@ -134,6 +145,7 @@ class AnchorFreeBuilder:
         self.names = {"nc": self.nc}
         self.legacy = True  # until a YOLO11-style block appears
         self.ch: list[int] = [ch]
+        self.shadow: list[nn.Module] = []  # the meta-device twin of every row, for shape-only runs
 
     def channels(self, f: int | list[int]) -> list[int]:
         try:
@@ -155,7 +167,8 @@ class AnchorFreeBuilder:
             raise UserError(f"{where}: 'repeats' {row.number} gives {n} modules (1 to {MAX_REPEATS})")
         try:
             with torch.device("meta"):
-                size = sum(p.numel() for p in self._module(row, args, n, where)[0].parameters())
+                twin = self._module(row, args, n, where)[0]
+            size = sum(p.numel() for p in twin.parameters())
             self.params += size
             if self.params > MAX_PARAMS:
                 raise UserError(f"the model passes {MAX_PARAMS / 1e9:g}B parameters here ({size:,} in this row)")
@@ -166,6 +179,7 @@ class AnchorFreeBuilder:
             raise UserError(f"{where}: cannot build with args {_short(row.args)}: {one_line(str(e), 100)}") from e
         if _strip_nn(row.name) in MODERN_BLOCKS:
             self.legacy = False
+        self.shadow.append(twin)
         return module, c2
 
     def _module(self, row: Row, args: list[Any], n: int, where: str) -> tuple[nn.Module, int]:
@@ -224,8 +238,9 @@ class AnchorFreeBuilder:
 
 def parse_model(
     cfg: dict[str, Any], ch: int, scaling: Scaling, where: str
-) -> tuple[nn.Sequential, list[int], list[Row]]:
-    """Layers (each with ``.i``, ``.f``, ``.type``), the indices kept for later rows, the rows."""
+) -> tuple[nn.Sequential, list[int], list[Row], nn.Sequential]:
+    """Layers (each with ``.i``, ``.f``, ``.type``), the indices kept for later rows, the rows,
+    and the same layers on the meta device (weightless: a trial forward there costs nothing)."""
     builder = AnchorFreeBuilder(cfg, ch, scaling, where)
     layers, save, rows = [], [], []
     act = cfg.get("activation")
@@ -233,7 +248,8 @@ def parse_model(
     try:
         for row in iter_rows(cfg, where):
             module, c2 = builder.build(row)
-            module.i, module.f, module.type = row.index, row.source, row.name  # type: ignore[assignment]
+            for m in (module, builder.shadow[-1]):
+                m.i, m.f, m.type = row.index, row.source, row.name  # type: ignore[assignment]
             sources = [row.source] if isinstance(row.source, int) else row.source
             save.extend(j % row.index for j in sources if j != -1)
             layers.append(module)
@@ -244,4 +260,15 @@ def parse_model(
     finally:
         if token is not None:
             common.DEFAULT_ACT.reset(token)
-    return nn.Sequential(*layers), sorted(set(save)), rows
+    return nn.Sequential(*layers), sorted(set(save)), rows, nn.Sequential(*builder.shadow)
+
+
+def run_layers(layers: nn.Sequential, save: list[int], x: Tensor) -> Any:
+    """Rows in order, each reading its ``from`` outputs; only outputs read later are kept."""
+    y: list[Tensor | None] = []
+    for m in layers:
+        if m.f != -1:
+            x = y[m.f] if isinstance(m.f, int) else [x if j == -1 else y[j] for j in m.f]
+        x = m(x)
+        y.append(x if m.i in save else None)
+    return x
