@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from attn_deploy.cli.group import main
@@ -93,7 +95,7 @@ def bench(
     loads = []
     for text in targets:
         target, b, p = split_spec(text) if compare else (text, None, None)
-        loads.append(workload_for(target, b or backend, p or precision, batch, imgsz, cuda_graph))
+        loads.append(workload_for(target, b or backend, p or precision, batch, imgsz, cuda_graph, to_onnx=_in_memory_onnx))
     opts = bench_lib.BenchOptions(warmup, iterations, duration)
     with Spinner("timing") as status:
         results = bench_lib.compare(loads, opts, progress=lambda n, total: status(f"timing: {n} batches each"))
@@ -113,3 +115,10 @@ def bench(
     from attn_deploy.htmlreport.pages import bench_page
 
     write_report(report_dir, lambda: bench_page(results), {"results": doc})
+
+
+def _in_memory_onnx(net: Any, batch: int, imgsz: tuple[int, int]) -> bytes:
+    """``bench MODEL@ort``: the model exported in memory (the exporter sits above engines)."""
+    from attn_deploy.exporter.torch2onnx import ExportSpec, torch_to_onnx
+
+    return torch_to_onnx(net, ExportSpec(imgsz, batch))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -268,9 +269,11 @@ def split_spec(text: str) -> tuple[str, str | None, str | None]:
 
 
 def workload_for(target: str, backend: str | None, precision: str | None, batch: int,
-                 imgsz: tuple[int, int] | None, cuda_graph: bool = False) -> Any:
-    """A workload for a model name or .pt (torch, or ort through an in-memory export), an
-    ONNX file (ort) or an engine (trt)."""
+                 imgsz: tuple[int, int] | None, cuda_graph: bool = False,
+                 to_onnx: Callable[[Any, int, tuple[int, int]], bytes] | None = None) -> Any:
+    """A workload for a model name or .pt (torch, or ort through ``to_onnx(model, batch, imgsz)``,
+    an in-memory export the caller brings: engines sit below the exporter), an ONNX file (ort)
+    or an engine (trt)."""
     from attn_deploy.engines import ENGINE_SUFFIXES, ONNX_SUFFIXES
 
     if backend is not None and backend not in BACKENDS:
@@ -287,7 +290,8 @@ def workload_for(target: str, backend: str | None, precision: str | None, batch:
         _only(backend, "ort", target, "build an engine first ('attn-deploy build') to time it on TensorRT")
         batch, imgsz = _onnx_geometry(Path(target), batch, imgsz)
         return OrtWorkload(Path(target), label, batch, imgsz, precision or "fp32")
-    return _model_workload(target, backend or "torch", precision or "fp32", batch, imgsz or (640, 640), cuda_graph, label)
+    return _model_workload(target, backend or "torch", precision or "fp32", batch, imgsz or (640, 640), cuda_graph,
+                           label, to_onnx)
 
 
 def _only(backend: str | None, allowed: str, target: str, why: str) -> None:
@@ -296,16 +300,16 @@ def _only(backend: str | None, allowed: str, target: str, why: str) -> None:
 
 
 def _model_workload(target: str, backend: str, precision: str, batch: int, imgsz: tuple[int, int],
-                    cuda_graph: bool, label: str) -> Any:
+                    cuda_graph: bool, label: str, to_onnx: Callable[[Any, int, tuple[int, int]], bytes] | None) -> Any:
     from attn_deploy.models import load_model
 
     net = load_model(weights=target) if target.endswith(".pt") else load_model(model=target)
     if backend == "torch":
         return TorchWorkload(net, label, batch, imgsz, precision, torch.cuda.is_available(), cuda_graph)
     if backend == "ort":
-        from attn_deploy.exporter.torch2onnx import ExportSpec, torch_to_onnx
-
-        return OrtWorkload(torch_to_onnx(net, ExportSpec(imgsz, batch)), label, batch, imgsz, precision)
+        if to_onnx is None:
+            raise UserError(f"{target}@ort: export it first ('attn-deploy export'), then time the ONNX file")
+        return OrtWorkload(to_onnx(net, batch, imgsz), label, batch, imgsz, precision)
     raise UserError(f"{target}: TensorRT times engines: 'attn-deploy export' then 'attn-deploy build' first")
 
 
