@@ -53,8 +53,8 @@ def parity(
     opts = ParityOptions(data, imgsz, max_images, on_error, Gates(min_agreement, max_map_drop),
                          examples=6 if report_dir else 0)
     with Spinner("comparing") as status:
+        runner = runner_for(candidate)  # the file is checked here, before the per-block backend reads it
         blocks = open_blocks(candidate, net) if per_block else None
-        runner = runner_for(candidate)
         result = check_parity(net, runner, candidate, opts,
                               progress=lambda done, total: status(f"comparing: {done}/{total} images"))
         if blocks is not None:

@@ -29,10 +29,9 @@ class BlockOptions:
 
 def open_blocks(path: str | Path, net: DetectionModel) -> Blocks:
     """The backend for a candidate file and its layer boundaries, checked against ``net``."""
-    import onnx
-
     from attn_deploy.engines import ENGINE_SUFFIXES
     from attn_deploy.exporter.layers import boundaries_for, model_rows
+    from attn_deploy.onnxfile import read_onnx
     from attn_deploy.sidecar import read_sidecar
 
     path = Path(path)
@@ -44,7 +43,7 @@ def open_blocks(path: str | Path, net: DetectionModel) -> Blocks:
     else:
         src = path
     try:
-        bounds = boundaries_for(onnx.load(str(src)), read_sidecar(src), model_rows(net))
+        bounds = boundaries_for(read_onnx(src), read_sidecar(src), model_rows(net))
     except ValueError as e:
         raise UserError(f"{src.name}: the layer boundaries cannot be found ({e})",
                         "per-block parity needs an ONNX exported by attn-deploy (node names /model.<i>/...)") from None
