@@ -160,6 +160,7 @@ BAD_INVOCATIONS = [
     (["calib", "m.onnx", "--precision", "int8", "--max-map-drop", "-1"], "--max-map-drop"),
     (["calib", "m.onnx", "--precision", "int8", "--data", "bad", "-o", "/proc/x.onnx"], "cannot write"),
     (["calib", "m.onnx", "--precision", "int8", "--data", "bad", "-o", "m.onnx"], "the input itself"),
+    (["calib", "m.onnx", "--precision", "int8", "--data", "bad", "--cache", "/proc/x.cache"], "cannot write"),
     (["calib", "m.onnx", "--precision", "int8", "--exclude", "auto", "--exclude", "x"], "stand alone"),
     (["calib", "m.onnx", "--precision", "int8", "--data", "bad", "--exclude", "["], "not a regular expression"),
     # build (no TensorRT here: bad files are refused before it is asked for)

@@ -21,7 +21,7 @@ from attn_deploy.calib.groups import Group, candidate_groups, compile_patterns, 
 from attn_deploy.calib.search import Decision, Sensitivity, choose
 from attn_deploy.errors import UserError
 from attn_deploy.exporter.layers import LayerRow, find_boundaries
-from attn_deploy.files import atomic_write, check_writable, to_json
+from attn_deploy.files import all_or_nothing, atomic_write, check_writable, to_json
 from attn_deploy.onnxfile import read_onnx
 from attn_deploy.sidecar import read_sidecar
 
@@ -124,6 +124,8 @@ def calibrate(src_path: str | Path, opts: CalibOptions, progress: Progress = lam
     out = check_writable(Path(opts.output) if opts.output else src.with_name(f"{src.stem}.{opts.precision}.onnx"))
     if out.resolve() == src.resolve():
         raise UserError(f"-o {out} is the input itself: write the {opts.precision} graph elsewhere")
+    if opts.cache and opts.precision == "int8":
+        check_writable(opts.cache)
     sidecar = read_sidecar(src)
     batch, imgsz = _geometry(model)
     progress("reading calibration and validation images")
@@ -242,20 +244,23 @@ def _write(src: Path, data: bytes, result: CalibResult, sidecar: dict[str, Any] 
     from attn_deploy.files import sha256
 
     out = result.output
-    atomic_write(out, data)
-    result.lint_passed = lint_onnx(out).passed
-    if result.sensitivity:
-        from attn_deploy.calib.chart import sensitivity_chart
+    with all_or_nothing() as written:  # the graph, its chart, cache and sidecar: all, or none left
+        written.append(atomic_write(out, data))
+        result.lint_passed = lint_onnx(out).passed
+        if result.sensitivity:
+            from attn_deploy.calib.chart import sensitivity_chart
 
-        result.chart = sensitivity_chart(result, out.with_name(out.stem + ".sensitivity.png"))
-    if opts.cache and result.precision == "int8":
-        from attn_deploy.calib.cache import activation_scales, write_cache
+            result.chart = sensitivity_chart(result, out.with_name(out.stem + ".sensitivity.png"))
+            written.append(result.chart)
+        if opts.cache and result.precision == "int8":
+            from attn_deploy.calib.cache import activation_scales, write_cache
 
-        result.cache = write_cache(activation_scales(onnx.load_from_string(data)), opts.cache)
-    doc = dict(sidecar or {})
-    if doc.get("layers"):
-        doc["layers"] = _layers(data, doc["layers"])
-    doc["onnx"] = {"file": out.name, "sha256": sha256(data), "bytes": len(data), "from": src.name}
-    doc["precision"] = result.to_dict()
-    atomic_write(out.with_suffix(".json"), to_json(doc).encode())
+            result.cache = write_cache(activation_scales(onnx.load_from_string(data)), opts.cache)
+            written.append(result.cache)
+        doc = dict(sidecar or {})
+        if doc.get("layers"):
+            doc["layers"] = _layers(data, doc["layers"])
+        doc["onnx"] = {"file": out.name, "sha256": sha256(data), "bytes": len(data), "from": src.name}
+        doc["precision"] = result.to_dict()
+        written.append(atomic_write(out.with_suffix(".json"), to_json(doc).encode()))
     return result
