@@ -15,19 +15,13 @@ import yaml
 from torch import nn
 
 from attn_deploy.errors import UserError
-from attn_deploy.models.anchorfree import (
-    anchor_free_config,
-    anchor_free_names,
-    build_anchor_free,
-    create_anchor_free,
-    guess_scale,
-)
+from attn_deploy.models.anchorfree import build_anchor_free, guess_scale
 from attn_deploy.models.anchorfree.area import A2C2f, AAttn, ABlock
 from attn_deploy.models.anchorfree.blocks import SPPF, Bottleneck, C2f, C3k, C3k2, DWConv
 from attn_deploy.models.anchorfree.head import DFL, Detect
 from attn_deploy.models.anchorfree.psa import C2PSA, Attention, PSABlock
 from attn_deploy.models.common import Conv
-from attn_deploy.models.zoo import insert_row
+from attn_deploy.models.zoo import create_model, insert_row, model_config, model_names
 
 PUBLISHED = {  # parameters, as each release's model yaml states them for n, s, m, l, x
     "yolov8": (3_157_200, 11_166_560, 25_902_640, 43_691_520, 68_229_648),
@@ -44,21 +38,21 @@ def n_params(m: nn.Module) -> int:
 
 @pytest.fixture(scope="module")
 def small_models() -> dict[str, nn.Module]:
-    return {f: create_anchor_free(f"{f}n") for f in PUBLISHED}
+    return {f: create_model(f"{f}n") for f in PUBLISHED}
 
 
 @pytest.mark.parametrize(("name", "published"), CASES, ids=[c[0] for c in CASES])
 def test_parameter_count_is_the_published_one(name: str, published: int) -> None:
     with torch.device("meta"):
-        model = create_anchor_free(name)
+        model = create_model(name)
     assert n_params(model) == published
 
 
 def test_names_cover_four_families_of_five_scales() -> None:
-    names = anchor_free_names()
+    names = [n for f in ("yolov8", "yolo11", "yolo12", "yolo26") for n in model_names(f) if "-" not in n]
     assert len(names) == 20 and {"yolov8n", "yolo11x", "yolo12m", "yolo26s"} <= set(names)
     with pytest.raises(UserError, match="did you mean"):
-        anchor_free_config("yolo11q")
+        model_config("yolo11q")
 
 
 @pytest.mark.parametrize("family", list(PUBLISHED))
@@ -102,9 +96,9 @@ def test_yolo26_head_picks_either_branch_pair(small_models: dict[str, nn.Module]
 
 def test_the_scale_decides_c3k_and_the_area_residual() -> None:
     with torch.device("meta"):
-        m11, n11 = create_anchor_free("yolo11m"), create_anchor_free("yolo11n")
-        l12 = create_anchor_free("yolo12l")
-        v8 = create_anchor_free("yolov8n")
+        m11, n11 = create_model("yolo11m"), create_model("yolo11n")
+        l12 = create_model("yolo12l")
+        v8 = create_model("yolov8n")
     assert isinstance(m11.model[13].m[0], C3k)  # the row says c3k False; scale m says C3k
     assert isinstance(n11.model[13].m[0], Bottleneck)
     assert l12.model[6].gamma is not None and l12.model[11].gamma is None  # a2 rows only
@@ -118,7 +112,7 @@ def test_scale_comes_from_the_name() -> None:
 
 
 def test_an_attention_row_builds_and_keeps_channels() -> None:
-    cfg = insert_row(anchor_free_config("yolov8n"), 9, [-1, 1, "CBAM", [1024]])  # before SPPF
+    cfg = insert_row(model_config("yolov8n"), 9, [-1, 1, "CBAM", [1024]])  # before SPPF
     model = build_anchor_free(cfg, "yolov8n-cbam")
     assert model.model[9].type == "CBAM" and len(model.model) == 24
     assert n_params(model) > PUBLISHED["yolov8"][0]
@@ -137,7 +131,7 @@ def test_an_attention_row_builds_and_keeps_channels() -> None:
     ],
 )
 def test_a_bad_row_is_one_line_naming_file_and_row(tmp_path: Path, row: list, words: str) -> None:
-    cfg = anchor_free_config("yolo11n")
+    cfg = model_config("yolo11n")
     cfg["backbone"].insert(2, row)
     path = tmp_path / "yolo11n-bad.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -150,15 +144,15 @@ def test_a_bad_row_is_one_line_naming_file_and_row(tmp_path: Path, row: list, wo
 def test_bad_scalars_are_refused(tmp_path: Path) -> None:
     for key, value, words in (("scales", {"n": [1, 2]}, "'scales'"), ("reg_max", 0, "'reg_max'"),
                               ("nc", -1, "'nc'")):
-        cfg = {**anchor_free_config("yolov8n"), key: value}
+        cfg = {**model_config("yolov8n"), key: value}
         with pytest.raises(UserError, match=words):
             build_anchor_free(cfg, "yolov8n")
     with pytest.raises(UserError, match="no scale 'q'"):
-        build_anchor_free(anchor_free_config("yolov8n"), "m", scale="q")
+        build_anchor_free(model_config("yolov8n"), "m", scale="q")
 
 
 def test_same_seed_same_weights(small_models: dict[str, nn.Module]) -> None:
-    a, b = small_models["yolo11"], create_anchor_free("yolo11n")
+    a, b = small_models["yolo11"], create_model("yolo11n")
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
 
 

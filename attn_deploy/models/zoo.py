@@ -1,8 +1,13 @@
-"""Built-in model names: ``yolov5{n,s,m,l,x}`` and ``yolov5{n,s,m,l,x}-{attention key}``.
+"""Built-in model names, by family: ``yolov5``, ``yolov8``, ``yolo11``, ``yolo12``, ``yolo26``,
+each with a scale letter ``n, s, m, l, x`` and optionally ``-KEY`` for one of our attention modules.
 
-The base definition is ultralytics/yolov5 v6.0-v7.0's (P3-P5, SPPF). An attention variant
-inserts one ``[-1, 1, <key>, [1024]]`` row after the last backbone C3, before SPPF, and shifts
-every absolute layer reference behind it, as the YOLOAir and tutorial yaml files do.
+YOLOv5 is ultralytics/yolov5 v6.0-v7.0's definition (P3-P5, SPPF); the anchor-free families
+are in ``anchorfree/archs.py``. An attention variant inserts one ``[-1, 1, KEY, [1024]]`` row
+as layer 9 and shifts every absolute layer reference behind it, as the YOLOAir and tutorial
+yaml files do. Layer 9 is right after the backbone's last stage in every family: before SPPF
+in YOLOv5, YOLOv8, YOLO11 and YOLO26 (so it also precedes YOLO11/YOLO26's C2PSA), and at the
+end of YOLO12's backbone (which has no SPPF). That is where the "improved YOLO with CBAM/CA"
+papers put it: on the deepest, smallest map, where it costs least.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ import re
 from typing import Any
 
 from attn_deploy.errors import UserError
+from attn_deploy.models.anchorfree import AnchorFreeModel, build_anchor_free
+from attn_deploy.models.anchorfree.archs import FAMILIES as ANCHOR_FREE
 from attn_deploy.models.attention import find_attention, list_attention
 from attn_deploy.models.yolo import DetectionModel, build_model
 
@@ -56,7 +63,8 @@ YOLOV5: dict[str, Any] = {
 ATTENTION_INDEX = 9  # after the last backbone C3 (8), before SPPF
 SEED = 0
 
-_NAME = re.compile(r"^yolov5([nsmlx])(?:-(\w+))?$", re.IGNORECASE)
+FAMILIES = ("yolov5", *ANCHOR_FREE)
+_NAME = re.compile(r"^(yolov5|yolov8|yolo11|yolo12|yolo26)([nsmlx])(?:-(\w+))?$", re.IGNORECASE)
 
 
 def insert_row(cfg: dict[str, Any], index: int, row: list[Any]) -> dict[str, Any]:
@@ -77,32 +85,53 @@ def insert_row(cfg: dict[str, Any], index: int, row: list[Any]) -> dict[str, Any
     return out
 
 
-def model_names() -> list[str]:
-    plain = [f"yolov5{s}" for s in SCALES]
-    return plain + [f"yolov5{s}-{k}" for s in SCALES for k in list_attention()]
+def model_names(family: str | None = None) -> list[str]:
+    """Every built-in name (or one family's): plain scales first, then the attention variants."""
+    out = []
+    for fam in ([family] if family else FAMILIES):
+        out += [f"{fam}{s}" for s in SCALES] + [f"{fam}{s}-{k}" for s in SCALES for k in list_attention()]
+    return out
+
+
+def family_of(name: str) -> str | None:
+    """``yolov5``, ``yolov8``, ``yolo11``, ``yolo12`` or ``yolo26`` for a built-in name, else None."""
+    m = _NAME.match(name)
+    return m.group(1).lower() if m else None
+
+
+def _parse(name: str) -> tuple[str, str, str | None]:
+    """(family, scale, attention key or None) of a built-in name; a user error listing close names."""
+    m = _NAME.match(name)
+    spec = find_attention(m.group(3)) if m and m.group(3) else None
+    if not m or (m.group(3) and spec is None):
+        close = difflib.get_close_matches(name.lower(), model_names(), n=3, cutoff=0.6)
+        hint = f"did you mean {', '.join(close)}?" if close else "see 'attn-deploy models'"
+        raise UserError(f"unknown model {name!r}", hint)
+    return m.group(1).lower(), m.group(2).lower(), spec.key if spec else None
 
 
 def model_config(name: str) -> dict[str, Any]:
-    """The yaml dict of a built-in name; a user error listing close names otherwise."""
-    m = _NAME.match(name)
-    spec = find_attention(m.group(2)) if m and m.group(2) else None
-    if not m or (m.group(2) and spec is None):
-        close = difflib.get_close_matches(name, model_names(), n=3, cutoff=0.6)
-        hint = f"did you mean {', '.join(close)}?" if close else "see 'attn-deploy models'"
-        raise UserError(f"unknown model {name!r}", hint)
-    gd, gw = SCALES[m.group(1).lower()]
-    cfg = {"depth_multiple": gd, "width_multiple": gw, **copy.deepcopy(YOLOV5)}
-    if spec is not None:
-        cfg = insert_row(cfg, ATTENTION_INDEX, [-1, 1, spec.key, [1024]])
-    return cfg
+    """The yaml dict of a built-in name (an anchor-free one carries its letter under ``scale``)."""
+    family, scale, key = _parse(name)
+    if family == "yolov5":
+        gd, gw = SCALES[scale]
+        cfg = {"depth_multiple": gd, "width_multiple": gw, **copy.deepcopy(YOLOV5)}
+    else:
+        cfg = {**copy.deepcopy(ANCHOR_FREE[family]), "scale": scale}
+    return insert_row(cfg, ATTENTION_INDEX, [-1, 1, key, [1024]]) if key else cfg
 
 
 def canonical_name(name: str) -> str:
-    m = _NAME.match(name)
-    spec = find_attention(m.group(2)) if m and m.group(2) else None
-    return f"yolov5{m.group(1).lower()}" + (f"-{spec.key}" if spec else "") if m else name
+    try:
+        family, scale, key = _parse(name)
+    except UserError:
+        return name
+    return f"{family}{scale}" + (f"-{key}" if key else "")
 
 
-def create_model(name: str, nc: int | None = None, seed: int = SEED) -> DetectionModel:
+def create_model(name: str, nc: int | None = None, seed: int = SEED) -> DetectionModel | AnchorFreeModel:
     """A built-in model, initialised from a fixed seed so every build is identical."""
-    return build_model(model_config(name), canonical_name(name), nc=nc, seed=seed)
+    family, scale, _ = _parse(name)
+    if family == "yolov5":
+        return build_model(model_config(name), canonical_name(name), nc=nc, seed=seed)
+    return build_anchor_free(model_config(name), canonical_name(name), scale=scale, nc=nc, seed=seed)

@@ -2,18 +2,13 @@
 
 Each family is one definition with five scales (depth, width, max_channels), the published
 configurations of each release. Rows are ``[from, repeats, module, args]``; the parser applies
-the scaling. Names: ``yolov8{n,s,m,l,x}``, ``yolo11…``, ``yolo12…``, ``yolo26…``.
+the scaling. Their names (``yolov8n``, ``yolo11s-cbam``, ...) are the zoo's (``models/zoo.py``).
 """
 
 from __future__ import annotations
 
-import copy
-import difflib
-import re
 from typing import Any
 
-from attn_deploy.errors import UserError
-from attn_deploy.models.anchorfree.model import AnchorFreeModel, build_anchor_free
 
 _UP = [-1, 1, "nn.Upsample", [None, 2, "nearest"]]
 
@@ -85,31 +80,3 @@ YOLO26: dict[str, Any] = {
 }
 
 FAMILIES: dict[str, dict[str, Any]] = {"yolov8": YOLOV8, "yolo11": YOLO11, "yolo12": YOLO12, "yolo26": YOLO26}
-SEED = 0
-
-_NAME = re.compile(r"^(yolov8|yolo11|yolo12|yolo26)([nsmlx])$", re.IGNORECASE)
-
-
-def anchor_free_names() -> list[str]:
-    return [f"{family}{s}" for family, cfg in FAMILIES.items() for s in cfg["scales"]]
-
-
-def _parse_name(name: str) -> tuple[str, str]:
-    m = _NAME.match(name)
-    if not m:
-        close = difflib.get_close_matches(name.lower(), anchor_free_names(), n=3, cutoff=0.6)
-        raise UserError(f"unknown model {name!r}", f"did you mean {', '.join(close)}?" if close else
-                        "anchor-free names are yolov8, yolo11, yolo12, yolo26 with n, s, m, l or x")
-    return m.group(1).lower(), m.group(2).lower()
-
-
-def anchor_free_config(name: str) -> dict[str, Any]:
-    """The definition of a built-in name, with its scale letter under ``scale``."""
-    family, scale = _parse_name(name)
-    return {**copy.deepcopy(FAMILIES[family]), "scale": scale}
-
-
-def create_anchor_free(name: str, nc: int | None = None, seed: int = SEED) -> AnchorFreeModel:
-    """A built-in model, initialised from a fixed seed so every build is identical."""
-    family, scale = _parse_name(name)
-    return build_anchor_free(anchor_free_config(name), f"{family}{scale}", scale=scale, nc=nc, seed=seed)

@@ -11,7 +11,9 @@ default runs the one-to-many branches and leaves NMS to the caller; ``nms=False`
 one-to-one pair). Both decode to the same layout.
 
 Eval output: (B, 4 + nc, anchors), xywh in input pixels then class probabilities, the layout
-ultralytics' Detect exports. Training output: the raw per-branch maps.
+ultralytics' Detect exports. With ``max_det`` set (end-to-end heads only), the one-to-one pair
+runs and its best ``max_det`` (anchor, class) pairs come out as (B, max_det, 6): x1, y1, x2, y2,
+score, class; the NMS-free output YOLO26 is made for. Training output: the raw per-branch maps.
 """
 
 from __future__ import annotations
@@ -95,6 +97,7 @@ class Detect(nn.Module):
             self.one2one_cv2 = copy.deepcopy(self.cv2)
             self.one2one_cv3 = copy.deepcopy(self.cv3)
         self.use_one2one = False
+        self.max_det: int | None = None  # set: the end-to-end top-k output (see the module text)
         self.register_buffer("stride", torch.ones(self.nl), persistent=False)
 
     @property
@@ -114,9 +117,11 @@ class Detect(nn.Module):
             if self.end2end:
                 out["one2one"] = self._heads([x.detach() for x in xs], self.one2one_cv2, self.one2one_cv3)
             return out
-        pair = (self.one2one_cv2, self.one2one_cv3) if self.end2end and self.use_one2one else (self.cv2, self.cv3)
+        one2one = self.end2end and (self.use_one2one or self.max_det is not None)
+        pair = (self.one2one_cv2, self.one2one_cv3) if one2one else (self.cv2, self.cv3)
         boxes, scores = self._heads(xs, *pair)
-        return torch.cat((self.decode(boxes, xs), scores.sigmoid()), 1)
+        decoded = torch.cat((self.decode(boxes, xs), scores.sigmoid()), 1)
+        return top_detections(decoded, self.max_det) if one2one and self.max_det is not None else decoded
 
     def decode(self, boxes: Tensor, xs: list[Tensor]) -> Tensor:
         """Raw box outputs (b, 4 * reg_max, anchors) -> xywh in input pixels."""
@@ -131,3 +136,24 @@ class Detect(nn.Module):
             for a, b, s in zip(box, cls, strides):
                 nn.init.constant_(a[-1].bias, 2.0)
                 nn.init.constant_(b[-1].bias, math.log(5 / self.nc / (640 / s) ** 2))
+
+
+def top_detections(decoded: Tensor, max_det: int) -> Tensor:
+    """(B, 4 + nc, anchors) xywh + scores -> (B, max_det, 6) x1, y1, x2, y2, score, class.
+
+    Two top-k passes, as the one-to-one head is meant to be read: the ``max_det`` anchors with
+    the highest best-class score, then the ``max_det`` best (anchor, class) pairs among them,
+    best first. Gathers only, so it exports as TopK/GatherElements (TensorRT takes both; its
+    TopK wants K below 3840).
+    """
+    nc = decoded.shape[1] - 4
+    xy, wh, scores = decoded[:, :2], decoded[:, 2:4], decoded[:, 4:]
+    boxes = torch.cat((xy - wh / 2, xy + wh / 2), 1).transpose(1, 2)  # (B, A, 4)
+    scores = scores.transpose(1, 2)  # (B, A, nc)
+    _, anchor = scores.amax(-1).topk(max_det, dim=1)  # (B, K)
+    boxes = boxes.gather(1, anchor.unsqueeze(-1).expand(-1, -1, 4))
+    scores = scores.gather(1, anchor.unsqueeze(-1).expand(-1, -1, nc))
+    best, flat = scores.flatten(1).topk(max_det, dim=1)  # over K x nc
+    which, cls = flat // nc, flat % nc
+    boxes = boxes.gather(1, which.unsqueeze(-1).expand(-1, -1, 4))
+    return torch.cat((boxes, best.unsqueeze(-1), cls.unsqueeze(-1).to(boxes.dtype)), -1)
