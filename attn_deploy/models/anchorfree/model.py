@@ -43,7 +43,8 @@ class AnchorFreeModel(nn.Module):
         scaling = pick_scaling(self.yaml, scale, where)
         self.scale = self.yaml["scale"] = scaling.scale
         ch = self.yaml.setdefault("ch", 3)
-        self.model, self.save, self.rows, shadow = parse_model(copy.deepcopy(self.yaml), ch, scaling, where)
+        self.model, self.save, self.rows, shadow, self.out_channels = parse_model(
+            copy.deepcopy(self.yaml), ch, scaling, where)
         self.names = [str(i) for i in range(self.yaml["nc"])]
         if not isinstance(self.model[-1], Detect):
             raise UserError(f"{where}: the last row must be Detect")

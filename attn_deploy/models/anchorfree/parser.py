@@ -156,9 +156,10 @@ class AnchorFreeBuilder(RowBuilder):
 
 def parse_model(
     cfg: dict[str, Any], ch: int, scaling: Scaling, where: str
-) -> tuple[nn.Sequential, list[int], list[Row], nn.Sequential]:
+) -> tuple[nn.Sequential, list[int], list[Row], nn.Sequential, list[int]]:
     """Layers (each with ``.i``, ``.f``, ``.type``), the indices kept for later rows, the rows,
-    and the same layers on the meta device (weightless: a trial forward there costs nothing)."""
+    the same layers on the meta device (weightless: a trial forward there costs nothing), and
+    each row's output channel count (the checkpoint loader sizes attention rows from it)."""
     builder = AnchorFreeBuilder(cfg, ch, scaling, where)
 
     def name_twin(row: Row, module: nn.Module) -> None:
@@ -166,7 +167,7 @@ def parse_model(
         twin.i, twin.f, twin.type = row.index, row.source, row.name  # type: ignore[assignment]
 
     layers, save, rows = assemble(builder, cfg, where, on_row=name_twin)
-    return layers, save, rows, nn.Sequential(*builder.shadow)
+    return layers, save, rows, nn.Sequential(*builder.shadow), builder.ch
 
 
 def run_layers(layers: nn.Sequential, save: list[int], x: Tensor) -> Any:
