@@ -1,0 +1,400 @@
+"""``ship``: one call from weights to a checked deployable, every artefact in one folder.
+
+The steps are the verbs' own library functions, in the order a deployment takes them:
+
+- **export**: ``NAME.onnx`` + ``NAME.json``, linted and checked against PyTorch;
+- **calib**: int8, ``NAME.int8.onnx`` (Q/DQ, within the mAP budget); fp16, ``NAME.fp16.onnx``
+  (AutoCast); fp32 has nothing to do. FP16 goes through calib rather than a builder flag
+  because precision lives in the graph (DESIGN.md): it is then the graph ONNX Runtime checks
+  here and the one TensorRT 10+ builds strongly typed (TensorRT 11 has no FP16 flag);
+- **build**: ``NAME[.PRECISION].engine`` + ``.engine.json`` where TensorRT is installed;
+  without it the checked ONNX is the deployable, said once, up front;
+- **parity**: the deployable against PyTorch on the data (agreement and mAP gates);
+- **report**: ``report.html`` + ``report.json`` (the steps, calib's accuracy table, the parity
+  page), written whenever parity ran, pass or fail: a failing run is when it is needed.
+
+Bad input is refused before anything is written. A failed gate stops the run there (the
+steps after it are recorded as not run) and the result is falsy, with exit code 1; bad input
+met on the way (calibration images that cannot be read) is recorded, then raised. Each
+artefact is written whole with its sidecar; ``ship.json`` records every step, its status and
+why, and the artefacts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from attn_deploy import __version__
+from attn_deploy.errors import AttnDeployError, UserError
+from attn_deploy.files import all_or_nothing, atomic_write, check_writable, to_json
+
+PRECISIONS = ("int8", "fp16", "fp32")
+STEPS = ("export", "calib", "build", "parity", "report")
+SUMMARY = "ship.json"
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ShipOptions:
+    """What to ship, at which precision, and the gates it must pass.
+
+    The model is ``model`` (a zoo name), ``cfg`` (a yaml) and/or ``weights`` (a checkpoint),
+    as for ``load_model``. ``data`` is a folder or a YOLO data.yaml: calibration images (its
+    train split) and the images parity checks on (its val split); int8 and fp16 need it.
+    ``output`` is the folder (default ``./NAME-ship``); an existing non-empty one is refused
+    unless ``force``, which first removes the files a previous ship listed in its ship.json.
+    ``max_images`` caps the parity images; ``max_map_drop`` is both calib's budget and
+    parity's gate (mAP50-95 points); ``calib_images``, ``method`` and ``exclude`` are calib's.
+    """
+
+    model: str | None = None
+    cfg: str | Path | None = None
+    weights: str | Path | None = None
+    data: str | Path | None = None
+    precision: str = "fp16"
+    imgsz: int | tuple[int, int] = 640
+    batch: int = 1
+    dynamic: bool = False
+    opset: int = 17
+    output: str | Path | None = None
+    force: bool = False
+    max_images: int | None = None
+    min_agreement: float = 0.95
+    max_map_drop: float = 0.5
+    on_error: str = "skip"
+    calib_images: int = 64
+    method: str = "max"
+    exclude: tuple[str, ...] = ("auto",)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """``imgsz`` as (H, W)."""
+        s = self.imgsz
+        if isinstance(s, int) and not isinstance(s, bool):
+            return s, s
+        if isinstance(s, (tuple, list)) and len(s) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in s):
+            return int(s[0]), int(s[1])
+        raise UserError(f"imgsz must be N or (H, W), not {str(s)[:40]!r}")
+
+
+@dataclass
+class Step:
+    """One step of the run: ``status`` is pass, fail, skipped or not run, ``why`` says why."""
+
+    name: str
+    status: str = "not run"
+    why: str = ""
+    artefacts: list[str] = field(default_factory=list)  # file names in the output folder
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "status": self.status, "why": self.why, "artefacts": self.artefacts,
+                "seconds": round(self.seconds, 1)}
+
+
+@dataclass
+class ShipResult:
+    """Truthy when every gate passed. ``failed`` names the step that stopped the run and
+    ``exit_code`` is the command's: 0, 1 (a gate failed) or 2 (bad input met on the way).
+    The steps' own results (``export``, ``calib``, ``build``, ``parity``) are kept as well."""
+
+    output: Path
+    model: str
+    precision: str
+    tensorrt: str | None
+    options: ShipOptions
+    steps: list[Step] = field(default_factory=lambda: [Step(n) for n in STEPS])
+    deployable: Path | None = None
+    failed: str | None = None
+    exit_code: int = 0
+    export: Any = None
+    calib: Any = None
+    build: Any = None
+    parity: Any = None
+
+    @property
+    def passed(self) -> bool:
+        return self.failed is None and self.exit_code == 0
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def step(self, name: str) -> Step:
+        return next(s for s in self.steps if s.name == name)
+
+    def failures(self) -> list[str]:
+        return [f"{s.name}: {s.why}" for s in self.steps if s.status == "fail"]
+
+    def artefacts(self) -> list[str]:
+        return [a for s in self.steps for a in s.artefacts]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "attn_deploy": __version__, "passed": self.passed, "model": self.model, "precision": self.precision,
+            "output": str(self.output), "deployable": self.deployable.name if self.deployable else None,
+            "tensorrt": self.tensorrt, "failed": self.failed, "exit_code": self.exit_code,
+            "steps": [s.to_dict() for s in self.steps], "artefacts": self.artefacts(),
+            "options": asdict(self.options),
+        }
+
+
+def ship(opts: ShipOptions, progress: Say | None = None, notice: Say | None = None) -> ShipResult:
+    """Export, calibrate, build (where TensorRT is), check parity against PyTorch and write
+    the report, into one folder; see the module's docstring for the steps.
+
+    ``progress`` hears what is being done; ``notice`` hears the one line said before the work
+    when TensorRT is missing (where the run will stop). Raises ``UserError`` on bad input;
+    returns a falsy result, with the failed step and exit code 1, when a gate fails."""
+    say = progress or (lambda _msg: None)
+    say("checking the inputs")
+    net, folder, trt = _prepare(opts)
+    result = ShipResult(folder, net.name, opts.precision, trt, opts)
+    if trt is None and notice is not None:
+        notice(f"TensorRT is not installed: ship stops at the checked ONNX {folder / _onnx_name(net.name, opts)} "
+               "(parity by ONNX Runtime)")
+    if opts.force:
+        _clear_previous(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot make the output folder {folder}: {e.strerror or e}") from None
+    try:
+        _pipeline(result, net, say)
+    except AttnDeployError:  # bad input met on the way: recorded, then raised
+        with contextlib.suppress(AttnDeployError):
+            _write_summary(result)
+        raise
+    _write_summary(result)
+    return result
+
+
+def _pipeline(result: ShipResult, net: Any, say: Say) -> None:
+    onnx = _timed(result, "export", lambda step: _export(net, result, step, say))
+    graph = _timed(result, "calib", lambda step: _calib(onnx, result, step, say)) if onnx else None
+    target = _timed(result, "build", lambda step: _build(graph, result, step, say)) if graph else None
+    if target is None:
+        return
+    result.deployable = target
+    _timed(result, "parity", lambda step: _parity(net, target, result, step, say))
+    _timed(result, "report", lambda step: _report(net, result, step, say))
+    if result.step("parity").status == "fail":
+        result.failed, result.exit_code = "parity", 1
+
+
+def _timed(result: ShipResult, name: str, work: Callable[[Step], Path | None]) -> Path | None:
+    """Run one step; a failed gate returns None (later steps stay 'not run'), bad input is
+    recorded and raised."""
+    step = result.step(name)
+    start = time.perf_counter()
+    try:
+        out = work(step)
+    except AttnDeployError as e:
+        step.status, step.why = "fail", str(e)
+        result.failed, result.exit_code = name, e.exit_code
+        raise
+    finally:
+        step.seconds = time.perf_counter() - start
+    if step.status == "fail" and name != "parity":  # parity's failure still gets its report
+        result.failed, result.exit_code = name, 1
+        return None
+    return out
+
+
+def _judge(step: Step, passed: bool, failures: list[str], ok: str, files: list[Any]) -> None:
+    step.status, step.why = ("pass", ok) if passed else ("fail", "; ".join(failures))
+    step.artefacts = [Path(f).name for f in files if f]
+
+
+def _export(net: Any, result: ShipResult, step: Step, say: Say) -> Path:
+    from attn_deploy.exporter import ExportSpec, export_model
+
+    opts = result.options
+    spec = ExportSpec(opts.size, opts.batch, opts.dynamic, opts.opset)
+    source = {k: str(v) for k, v in (("model", opts.model), ("cfg", opts.cfg), ("weights", opts.weights)) if v}
+    r = export_model(net, result.output / f"{net.name}.onnx", spec, source=source, progress=say)
+    result.export = r
+    _judge(step, r.passed, r.failures(), "linted for TensorRT; ONNX Runtime matches PyTorch", [r.onnx, r.sidecar])
+    return Path(r.onnx)
+
+
+def _calib(onnx: Path, result: ShipResult, step: Step, say: Say) -> Path:
+    opts = result.options
+    if opts.precision == "fp32":
+        step.status, step.why = "skipped", "fp32: the exported graph is the one to ship"
+        return onnx
+    from attn_deploy.calib.calibrate import CalibOptions, calibrate
+
+    out = result.output / _onnx_name(result.model, opts)
+    c = CalibOptions(opts.precision, opts.data, opts.calib_images, opts.method, opts.exclude, None,
+                     opts.max_map_drop, out)
+    r = calibrate(onnx, c, progress=say)
+    result.calib = r
+    unit = "mAP50-95 points" if r.reference.map50_95 is not None else "disagreement %"
+    kept = f"; kept out of INT8: {', '.join(r.kept)}" if r.kept and opts.precision == "int8" else ""
+    _judge(step, r.passed, r.failures(), f"damage {r.damage:.2f} <= {r.budget:g} {unit}{kept}",
+           [r.output, r.output.with_suffix(".json"), r.chart, r.cache])
+    return r.output
+
+
+def _build(src: Path, result: ShipResult, step: Step, say: Say) -> Path:
+    if result.tensorrt is None:
+        step.status, step.why = "skipped", f"TensorRT is not installed: {src.name} is the deployable"
+        return src
+    from attn_deploy.engines.build import BuildOptions, build_engine
+
+    say(f"building the TensorRT engine from {src.name}")
+    r = build_engine(src, src.with_suffix(".engine"), BuildOptions(result.options.precision))
+    result.build = r
+    step.status, step.why = "pass", f"TensorRT {r.sidecar['tensorrt']}; {r.sidecar['plan']['note'] or result.options.precision}"
+    step.artefacts = [r.engine.name, f"{r.engine.name}.json"]
+    return r.engine
+
+
+def _parity(net: Any, target: Path, result: ShipResult, step: Step, say: Say) -> None:
+    from attn_deploy.engines import runner_for
+    from attn_deploy.parity.check import Gates, ParityOptions, check_parity
+
+    opts = result.options
+    po = ParityOptions(opts.data, opts.size, opts.max_images, opts.on_error,
+                       Gates(opts.min_agreement, opts.max_map_drop), examples=6)
+    r = check_parity(net, runner_for(target), target.name, po, progress=lambda n, total: say(f"parity: {n}/{total} images"))
+    result.parity = r
+    d = r.detections.agreement
+    ok = f"agreement {d:.4f} >= {opts.min_agreement:g}" + (
+        f", mAP50-95 drop {r.map_drop:.2f} <= {opts.max_map_drop:g}" if r.map_drop is not None else ", no labels: mAP not gated")
+    _judge(step, r.passed, r.failures(), ok, [])
+    if r.skipped:
+        step.why += f" ({r.images} of {r.requested} images: {len(r.skipped)} unreadable)"
+
+
+def _report(net: Any, result: ShipResult, step: Step, say: Say) -> None:
+    from attn_deploy.htmlreport import write_report
+
+    say("writing the report")
+    doc = {"ship": result.to_dict(), "calib": result.calib.to_dict() if result.calib else None,
+           "parity": result.parity.to_dict()}
+    try:
+        with all_or_nothing() as written:
+            written.append(result.output / "report.json")  # removed again when the page cannot be written
+            write_report(result.output, _page(result, net), doc)
+    except OSError as e:
+        raise UserError(f"cannot write the report in {result.output}: {e.strerror or e}") from None
+    step.status, step.why = "pass", "the steps, " + ("calib's accuracy table, " if result.calib else "") + "the parity page"
+    step.artefacts = ["report.html", "report.json"]
+
+
+def _page(result: ShipResult, net: Any) -> Any:
+    from attn_deploy.htmlreport.page import Section, from_rich
+    from attn_deploy.htmlreport.pages import calib_page, parity_page
+
+    page = parity_page(result.parity, list(net.names))
+    page.title = f"ship: {result.model} ({result.precision}) -> {result.deployable.name if result.deployable else '-'}"
+    text = "Every artefact lies beside this page with its sidecar; ship.json holds the same summary."
+    page.sections.insert(0, Section("Steps", text, [from_rich(steps_table(result))]))
+    if result.calib is not None:
+        page.sections[1:1] = calib_page(result.calib).sections
+    return page
+
+
+def steps_table(result: ShipResult) -> Any:
+    """The run as a terminal table (rich): one row per step, then the verdict."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    shown = {"pass": "[green]pass[/]", "fail": "[red]FAIL[/]", "skipped": "[yellow]skipped[/]", "not run": "[dim]not run[/]"}
+    t = Table(title=escape(f"ship {result.model} ({result.precision}) -> {result.output}"))
+    for col in ("step", "result", "why", "artefacts"):
+        t.add_column(col, overflow="fold", no_wrap=col in ("step", "result"))
+    for s in result.steps:
+        t.add_row(s.name, shown.get(s.status, s.status), escape(s.why), escape(", ".join(s.artefacts)))
+    verdict = ("[green]PASS[/]", f"deployable: {result.deployable.name}" if result.deployable else "") if result.passed \
+        else ("[red]FAIL[/]", f"stopped at {result.failed} (exit {result.exit_code})")
+    t.add_row("verdict", verdict[0], escape(verdict[1]), "")
+    return t
+
+
+def _onnx_name(name: str, opts: ShipOptions) -> str:
+    return f"{name}.onnx" if opts.precision == "fp32" else f"{name}.{opts.precision}.onnx"
+
+
+def _prepare(opts: ShipOptions) -> tuple[Any, Path, str | None]:
+    """Everything that can be refused before any work: options, model, folder, images."""
+    from attn_deploy.engines.trt import tensorrt_version
+    from attn_deploy.models import check_imgsz, load_model
+
+    _check_options(opts)
+    if opts.output is not None:
+        _check_folder(Path(opts.output), opts.force)
+    net = load_model(opts.model, opts.cfg, opts.weights)
+    check_imgsz(opts.size, int(net.stride.max()))
+    folder = _check_folder(Path(opts.output) if opts.output is not None else Path(f"{net.name}-ship"), opts.force)
+    if opts.data is not None:
+        _check_data(opts)
+    return net, folder, tensorrt_version()
+
+
+def _check_options(opts: ShipOptions) -> None:
+    from attn_deploy.exporter import ExportSpec
+
+    if opts.precision not in PRECISIONS:
+        raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, not {opts.precision!r}")
+    ExportSpec(opts.size, opts.batch, opts.dynamic, opts.opset).check()
+    if opts.precision != "fp32" and opts.data is None:
+        raise UserError(f"--precision {opts.precision} needs --data (calibration images, and the images parity checks on)")
+    if opts.precision != "fp32" and opts.dynamic:
+        raise UserError(f"--precision {opts.precision} needs a fixed input size (calib measures a static graph)",
+                        "drop --dynamic, or ship fp32")
+    if not 0 <= opts.min_agreement <= 1 or opts.max_map_drop < 0:
+        raise UserError("min_agreement must lie in [0, 1] and max_map_drop be at least 0")
+    if opts.calib_images < 1 or (opts.max_images is not None and opts.max_images < 1):
+        raise UserError("calib_images and max_images must be at least 1")
+    if len(opts.exclude) > 1 and ("auto" in opts.exclude or "none" in opts.exclude):
+        raise UserError("--exclude auto and none stand alone")
+
+
+def _check_folder(folder: Path, force: bool) -> Path:
+    """The output folder: refused when it is a file, not empty (without ``force``), or cannot
+    be made or written."""
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"cannot write into {folder}: it is a file (ship writes a folder)")
+    if folder.is_dir() and any(folder.iterdir()) and not force:
+        raise UserError(f"output folder {folder} is not empty", "choose another with -o, or pass --force to write into it")
+    base = folder
+    while not base.exists() and base != base.parent:  # where mkdir will start
+        base = base.parent
+    if not base.is_dir():
+        raise UserError(f"cannot make the output folder {folder}: {base} is a file")
+    check_writable(base / SUMMARY)
+    return folder
+
+
+def _check_data(opts: ShipOptions) -> None:
+    """The images parity will read exist and at least one of them is usable."""
+    from attn_deploy.data import ImageLoader, load_data
+
+    loader = ImageLoader(load_data(opts.data), opts.size, 1, opts.on_error, opts.max_images)
+    next(iter(loader), None)  # a user error when none can be used
+
+
+def _clear_previous(folder: Path) -> None:
+    """With ``force``: remove what a previous ship listed in its ship.json (and nothing else),
+    so no stale engine or report lies beside this run's files."""
+    try:
+        names = json.loads((folder / SUMMARY).read_text()).get("artefacts", [])
+    except (OSError, ValueError, AttributeError):
+        return
+    for name in [*names, SUMMARY]:
+        p = folder / str(name)
+        if Path(str(name)).name == name and p.is_file() and not p.is_symlink():
+            p.unlink()
+
+
+def _write_summary(result: ShipResult) -> None:
+    if result.output.is_dir():
+        atomic_write(result.output / SUMMARY, to_json(result.to_dict()).encode())
