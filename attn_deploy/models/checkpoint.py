@@ -1,13 +1,17 @@
 """Reading training checkpoints without running them.
 
-ultralytics/yolov5 and YOLOAir save ``{'model': <whole model object>, 'ema': ..., ...}`` with
-pickle. Loading that the usual way imports yolov5 and executes whatever the pickle names. We
-unpickle with torch's restricted ``weights_only`` unpickler instead: tensors, storages and
-plain containers are rebuilt by torch; every class under the namespaces that hold model code
-(``models.*``, ``utils.*``, ``torch.nn.modules.*``) is replaced by an inert record that only
-stores the pickled state; a few numpy reconstructors are allowed for the arrays training
-scripts leave in the metadata; any other global is refused before anything is loaded, with its
-name in the error. A record can never be called: a pickle that tries is refused as well.
+ultralytics/yolov5, YOLOAir and ultralytics (YOLOv8 to YOLO26) save ``{'model': <whole model
+object>, 'ema': ..., ...}`` with pickle. Loading that the usual way imports their code and
+executes whatever the pickle names. We unpickle with torch's restricted ``weights_only``
+unpickler instead: tensors, storages and plain containers are rebuilt by torch; every class
+under the namespaces that hold model code (``models.*``, ``utils.*``, ``torch.nn.modules.*``,
+``ultralytics.nn.tasks.*``, ``ultralytics.nn.modules.*``) is replaced by an inert record that
+only stores the pickled state; so are the few argument namespaces in ``NAMESPACE_CLASSES``
+(ultralytics' training arguments); a few numpy reconstructors are allowed for the arrays
+training scripts leave in the metadata; any other global is refused before anything is
+loaded, with its name in the error. A record can never be called with arguments: a pickle that
+tries is refused as well. (A namespace pickles as a call with none, which makes an empty
+record that the pickle then fills with plain data; other records refuse even that.)
 """
 
 from __future__ import annotations
@@ -26,7 +30,10 @@ from torch import Tensor
 
 from attn_deploy.errors import UserError, library_text
 
-RECORD_NAMESPACES = ("models.", "utils.", "torch.nn.modules.")
+RECORD_NAMESPACES = ("models.", "utils.", "torch.nn.modules.", "ultralytics.nn.tasks.", "ultralytics.nn.modules.")
+# argument holders that pickle as ``cls()`` then their __dict__ (SimpleNamespace's own reduce):
+# ultralytics' trainer keeps its arguments in one on the model, so last.pt and best.pt name it
+NAMESPACE_CLASSES = frozenset({"ultralytics.utils.IterableSimpleNamespace"})
 _NUMPY_DATA = re.compile(
     r"^numpy\.(_?core\.multiarray\.(_reconstruct|scalar)|ndarray|dtype|dtypes\.\w+DType)$"
 )
@@ -41,6 +48,13 @@ class RefusedCall(Exception):
 class _RecordMeta(type):
     def __call__(cls, *args: Any, **kwargs: Any) -> Any:  # a pickle REDUCE on the name
         raise RefusedCall(cls.full_name)
+
+
+class _NamespaceMeta(_RecordMeta):
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:  # SimpleNamespace's reduce: cls(), then state
+        if args or kwargs:
+            raise RefusedCall(cls.full_name)
+        return cls.__new__(cls)
 
 
 class Record(metaclass=_RecordMeta):
@@ -98,7 +112,8 @@ def _plain(v: Any) -> bool:
 
 
 def _record_class(full_name: str) -> type[Record]:
-    return type(full_name.rsplit(".", 1)[-1], (Record,), {"full_name": full_name})
+    meta = _NamespaceMeta if full_name in NAMESPACE_CLASSES else _RecordMeta
+    return meta(full_name.rsplit(".", 1)[-1], (Record,), {"full_name": full_name})
 
 
 def _numpy_global(full_name: str) -> Any:
@@ -216,7 +231,7 @@ def pickle_globals(data: bytes) -> list[str]:
 
 
 def _allowed_global(name: str) -> bool:
-    return name.startswith(RECORD_NAMESPACES) or bool(_NUMPY_DATA.match(name))
+    return name.startswith(RECORD_NAMESPACES) or name in NAMESPACE_CLASSES or bool(_NUMPY_DATA.match(name))
 
 
 def _refuse_globals(path: Path, names: list[str]) -> None:
@@ -257,7 +272,7 @@ class Checkpoint:
 
 
 def read_checkpoint(path: str | Path) -> Checkpoint:
-    """A yolov5/YOLOAir training checkpoint or a plain state dict, read safely."""
+    """A yolov5/YOLOAir/ultralytics training checkpoint or a plain state dict, read safely."""
     p = Path(path)
     if not p.is_file():
         raise UserError(f"weights file not found: {p}")
@@ -274,7 +289,8 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
 
 
 def _pick_model(obj: Any) -> Any:
-    """yolov5 prefers the EMA weights when a checkpoint has them (attempt_load)."""
+    """The EMA weights when a checkpoint has them, as yolov5's and ultralytics' loaders prefer
+    (ultralytics' trainer writes ``'model': None`` beside them; ``YOLO.save`` the reverse)."""
     if isinstance(obj, dict):
         for key in ("ema", "model", "state_dict", "model_state_dict"):
             if obj.get(key) is not None:
@@ -302,22 +318,25 @@ def _from_record(path: Path, model: Record) -> Checkpoint:
     seq = model.children().get("model")
     cfg = model.get("yaml")
     if seq is None or not isinstance(cfg, dict):
-        raise UserError(f"{path}: the model object has no 'yaml' and 'model' (not a yolov5 model?)")
+        raise UserError(f"{path}: the model object has no 'yaml' and 'model' (not a YOLO model?)")
     if not all(isinstance(k, str) and k.isdigit() and len(k) < 5 for k in seq.children()):
-        raise UserError(f"{path}: the model's layers are not numbered 0, 1, ... (not a yolov5 model?)")
+        raise UserError(f"{path}: the model's layers are not numbered 0, 1, ... (not a YOLO model?)")
     records = {int(k): r for k, r in seq.children().items()}
     layers = {i: OrderedDict((k, check_tensor(t, f"model.{i}.{k}", path)) for k, t in r.tensors().items())
               for i, r in records.items()}
-    names = model.get("names")
-    if isinstance(names, dict):
-        names = [str(names[k]) for k in sorted(names, key=str)]
-    if not isinstance(names, (list, tuple)):
-        names = None
     stride = model.get("stride")
     return Checkpoint(
-        path, layers, yaml=cfg, names=[str(n) for n in names] if names else None,
+        path, layers, yaml=cfg, names=_class_names(model.get("names")),
         stride=stride.tolist() if isinstance(stride, Tensor) else None, records=records,
     )
+
+
+def _class_names(names: Any) -> list[str] | None:
+    """yolov5 keeps a list; ultralytics a dict {0: 'person', ...}, read in index order."""
+    if isinstance(names, dict):
+        numbered = all(isinstance(k, int) and not isinstance(k, bool) for k in names)
+        names = [names[k] for k in sorted(names, key=(lambda k: k) if numbered else str)]
+    return [str(n) for n in names] if isinstance(names, (list, tuple)) and names else None
 
 
 def write_checkpoint(path: str | Path, model: Any, extra: dict[str, Any] | None = None, half: bool = True) -> Path:
