@@ -8,6 +8,10 @@ Defaults follow the official code (MLP with bias and ReLU; a bias-free 7x7 conv 
 planes stacked max first). The forks differ in exactly these choices, so each is a keyword:
 YOLOAir's ``CBAM`` uses LeakyReLU(0.1), a biased conv without BN and [mean; max]; the
 tutorials' ``CBAM`` is bias-free throughout; External-Attention's ``CBAMBlock`` adds x back.
+ultralytics' ``CBAM`` (RTMDet's channel gate) replaces the MLP by one biased C->C 1x1 conv on
+the average pool alone, M_c = sigmoid(conv1x1(GAP(x))) (``channel_gate="fc"``), and stacks
+[mean; max] for a bias-free conv without BN; its ``ChannelAttention`` row is that channel gate
+alone (``spatial=False``), built here by the registered variant below.
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ import torch
 from torch import Tensor, nn
 
 from .base import AttentionModule, ForkLayer, conv1x1, reduction_from
-from .registry import register_attention
+from .registry import register_attention, register_variant
+
+CHANNEL_GATES = ("mlp", "fc")
 
 
 class ChannelGate(nn.Module):
@@ -32,6 +38,17 @@ class ChannelGate(nn.Module):
         avg = self.fc2(self.act(self.fc1(x.mean((2, 3), keepdim=True))))
         mx = self.fc2(self.act(self.fc1(x.amax((2, 3), keepdim=True))))
         return torch.sigmoid(avg + mx)
+
+
+class ChannelFC(nn.Module):
+    """RTMDet's (and ultralytics') channel gate: one biased C->C 1x1 conv on the average pool."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.fc = conv1x1(channels, channels, bias=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.sigmoid(self.fc(x.mean((2, 3), keepdim=True)))
 
 
 class SpatialGate(nn.Module):
@@ -54,33 +71,56 @@ class CBAM(AttentionModule):
     def __init__(
         self, channels: int, reduction: int = 16, kernel_size: int = 7, bias: bool = True,
         negative_slope: float = 0.0, spatial_bias: bool = False, spatial_norm: bool = True,
-        max_first: bool = True, residual: bool = False,
+        max_first: bool = True, residual: bool = False, channel_gate: str = "mlp", spatial: bool = True,
     ) -> None:
         super().__init__()
+        if channel_gate not in CHANNEL_GATES:
+            raise ValueError(f"channel_gate must be one of {CHANNEL_GATES}, not {channel_gate!r}")
         self.residual = residual
-        self.channel = ChannelGate(channels, reduction, bias, negative_slope)
-        self.spatial = SpatialGate(kernel_size, spatial_bias, spatial_norm, max_first)
+        self.channel: nn.Module = (ChannelGate(channels, reduction, bias, negative_slope) if channel_gate == "mlp"
+                                   else ChannelFC(channels))
+        self.spatial = SpatialGate(kernel_size, spatial_bias, spatial_norm, max_first) if spatial else None
 
     def forward(self, x: Tensor) -> Tensor:
         y = x * self.channel(x)
-        y = y * self.spatial(y)
+        if self.spatial is not None:
+            y = y * self.spatial(y)
         return x + y if self.residual else y
 
     @classmethod
     def fork_kwargs(cls, channels: int, layer: ForkLayer) -> dict[str, Any]:
         w = layer.weights()
-        conv_i = next(i for i, (_, t) in enumerate(w) if t.dim() == 4 and t.shape[:2] == (1, 2))
+        conv_i = next((i for i, (_, t) in enumerate(w) if t.dim() == 4 and t.shape[:2] == (1, 2)), len(w))
+        fc = _one_biased_conv(channels, w[:conv_i])  # ultralytics' channel gate, not an MLP
+        if conv_i == len(w) and not fc:
+            raise ValueError("no 2->1 spatial convolution, and the channel part is not one C->C conv")
         after = len(w) - conv_i - 1  # conv bias (1) and/or BN affine (2) after the 7x7 conv
         yoloair = layer.has("channel_attention.shared_MLP")
         slope = next((v for k, v in layer.attrs.items() if k.endswith("negative_slope")), None)
         return {
-            "reduction": reduction_from(channels, w[0][1].shape[0]),
-            "kernel_size": w[conv_i][1].shape[-1],
+            "reduction": 1 if fc else reduction_from(channels, w[0][1].shape[0]),
+            "kernel_size": w[conv_i][1].shape[-1] if conv_i < len(w) else 7,
             "bias": conv_i == 4,
             "negative_slope": float(slope if slope is not None else 0.1 if yoloair else 0.0),
             "spatial_bias": after % 2 == 1,
             "spatial_norm": after >= 2,
-            # official and External-Attention stack [max; mean], YOLOAir and the tutorials [mean; max]
-            "max_first": not (yoloair or layer.has("channel_attention.f1")),
+            # official and External-Attention stack [max; mean]; YOLOAir, tutorials, ultralytics [mean; max]
+            "max_first": not (yoloair or fc or layer.has("channel_attention.f1")),
             "residual": layer.cls == "CBAMBlock" or layer.has("ca.se"),
+            "channel_gate": "fc" if fc else "mlp",
+            "spatial": conv_i < len(w),
         }
+
+
+def _one_biased_conv(channels: int, w: list[tuple[str, Tensor]]) -> bool:
+    """Whether a channel part is one biased C->C 1x1 conv (weight, bias), not an MLP's two layers."""
+    return (len(w) == 2 and tuple(w[0][1].shape) in ((channels, channels, 1, 1), (channels, channels))
+            and tuple(w[1][1].shape) == (channels,))
+
+
+@register_variant("cbam", "ChannelAttention")
+class ChannelAttention(CBAM):
+    """ultralytics' ``ChannelAttention`` row: CBAM's channel gate alone, in RTMDet's form."""
+
+    def __init__(self, channels: int, **kwargs: Any) -> None:
+        super().__init__(channels, **{"channel_gate": "fc", "spatial": False, **kwargs})

@@ -2,13 +2,16 @@
 
 A yaml row such as ``[-1, 1, CoordAtt, [1024]]`` names a class the way a fork spells it;
 ``get_attention`` resolves every such spelling (case-insensitively) to one of our modules.
+A fork's class that is a fixed variant of one (ultralytics' ``ChannelAttention``: CBAM's
+channel half) is a registered subclass that sets the variant's keywords, since a yaml row
+carries none: its name resolves to the key's spec with that subclass as ``cls``.
 """
 
 from __future__ import annotations
 
 import difflib
 import fnmatch
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, TypeVar
 
 from torch import nn
@@ -42,6 +45,7 @@ class AttentionSpec:
 
 _REGISTRY: dict[str, AttentionSpec] = {}
 _NAMES: dict[str, str] = {}  # lower-cased key or alias -> key
+_VARIANTS: dict[str, type[nn.Module]] = {}  # lower-cased fork class name -> the subclass fixing its variant
 
 
 def register_attention(
@@ -65,9 +69,26 @@ def register_attention(
     return wrap
 
 
+def register_variant(key: str, name: str) -> Callable[[M], M]:
+    """Class decorator: the fork's class ``name`` builds this subclass of ``key``'s module."""
+
+    def wrap(cls: M) -> M:
+        spec = _REGISTRY.get(key)
+        if spec is None or not issubclass(cls, spec.cls) or name.lower() in _NAMES:
+            raise ValueError(f"variant {name!r} of {key!r}: unknown key, not a subclass, or the name is taken")
+        _REGISTRY[key] = replace(spec, aliases=(*spec.aliases, name))
+        _NAMES[name.lower()] = key
+        _VARIANTS[name.lower()] = cls
+        return cls
+
+    return wrap
+
+
 def find_attention(name: str) -> AttentionSpec | None:
     """The spec for a key or alias, or None when the name is not an attention module."""
     key = _NAMES.get(name.lower())
+    if key and name.lower() in _VARIANTS:
+        return replace(_REGISTRY[key], cls=_VARIANTS[name.lower()], yaml_args=(), alias_args={})
     return _REGISTRY[key] if key else None
 
 
