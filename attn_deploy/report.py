@@ -23,16 +23,27 @@ def _paper(cls: type) -> str:
     return " ".join(doc.split("\n\n")[0].split())
 
 
+FAMILY_NOTES = {  # head, built-in attention; KEY's place: after the backbone's last stage
+    "yolov5": ("anchor-based, objectness; KEY before SPPF", "none"),
+    "yolov8": ("anchor-free, DFL; KEY before SPPF", "none"),
+    "yolo11": ("anchor-free, DFL; KEY before SPPF", "C2PSA (multi-head self-attention)"),
+    "yolo12": ("anchor-free, DFL; KEY at the backbone's end", "A2C2f (area attention)"),
+    "yolo26": ("anchor-free, no DFL, one-to-one (NMS-free) option; KEY before SPPF",
+               "C2PSA, C3k2 with a PSA block"),
+}
+
+
 def models_table() -> list[Any]:
     from attn_deploy.models.attention import attention_aliases, get_attention, list_attention
-    from attn_deploy.models.zoo import SCALES
+    from attn_deploy.models.zoo import FAMILIES, SCALES
 
-    names = Table(title="Built-in models", show_header=True)
-    names.add_column("name")
-    names.add_column("what")
+    names = Table(title="Built-in models (80 classes; -KEY adds one attention block as layer 9)", show_header=True)
+    for col in ("family", "names", "head", "its own attention"):
+        names.add_column(col, overflow="fold")
     scales = ",".join(SCALES)
-    names.add_row(f"yolov5{{{scales}}}", "YOLOv5 v6/v7 (P3-P5, SPPF), 80 classes")
-    names.add_row(f"yolov5{{{scales}}}-KEY", "the same with one attention block after the last backbone C3")
+    for family in FAMILIES:
+        what = FAMILY_NOTES[family]
+        names.add_row(family, f"{family}{{{scales}}}, {family}{{{scales}}}-KEY", *what)
     attn = Table(title="Attention modules (KEY)", show_header=True)
     for col in ("key", "yaml names", "paper"):
         attn.add_column(col, overflow="fold")
@@ -44,7 +55,8 @@ def models_table() -> list[Any]:
 
 def info_table(info: ModelInfo) -> Table:
     h, w = info.imgsz
-    t = Table(title=f"{info.name}: {info.params:,} parameters, {info.gflops:.1f} GFLOPs at {h}x{w}")
+    t = Table(title=f"{info.name}: {info.params:,} parameters, {info.gflops:.1f} GFLOPs at {h}x{w}",
+              caption=info.head.get("description"))
     for col, justify in (("#", "right"), ("from", "right"), ("n", "right"), ("module", "left"),
                          ("args", "left"), ("params", "right"), ("GFLOPs", "right"), ("output", "left")):
         t.add_column(col, justify=justify)  # type: ignore[arg-type]
@@ -60,6 +72,10 @@ def _ok(passed: bool) -> str:
     return "[green]pass[/]" if passed else "[red]FAIL[/]"
 
 
+OUTPUT_WORDS = {"xywh_obj_cls": "xywh, obj, classes", "xywh_cls": "N x (4 + nc) x anchors: xywh, classes",
+                "xyxy_score_cls": "N x max-det x 6: x1 y1 x2 y2 score class, NMS-free"}
+
+
 def export_table(r: ExportResult) -> Table:
     t = Table(title=f"{r.model} -> {r.onnx}", show_header=False)
     t.add_column("what", style="bold")
@@ -67,7 +83,7 @@ def export_table(r: ExportResult) -> Table:
     h, w = r.spec.imgsz
     shape = f"{'N' if r.spec.dynamic else r.spec.batch}x3x{'H' if r.spec.dynamic else h}x{'W' if r.spec.dynamic else w}"
     t.add_row("graph", f"opset {r.spec.opset}, input images {shape}" + (", dynamic" if r.spec.dynamic else "")
-              + (f", NMS top {r.nms.topk}" if r.nms else ", output0 (xywh, obj, classes)"))
+              + (f", NMS top {r.nms.topk}" if r.nms else f", output0 ({OUTPUT_WORDS.get(r.head.layout if r.head else '', '?')})"))
     t.add_row("size", f"{r.size / 1e6:.2f} MB, {r.nodes} nodes, sha256 {r.sha256[:12]}")
     t.add_row("ops", ", ".join(f"{op} {n}" for op, n in r.ops.items()))
     if r.lint is not None:

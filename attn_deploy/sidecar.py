@@ -19,3 +19,18 @@ def read_sidecar(onnx_path: str | Path) -> dict[str, Any] | None:
     except (json.JSONDecodeError, UnicodeDecodeError):
         return None
     return doc if isinstance(doc, dict) else None
+
+
+def export_sidecar(candidate: str | Path) -> dict[str, Any] | None:
+    """The export sidecar describing a deployable: ``FILE.json`` beside an ONNX, or what an
+    engine's ``FILE.engine.json`` carries under ``export`` (``build`` copies it there)."""
+    path = Path(candidate)
+    if path.suffix.lower() in (".engine", ".plan", ".trt"):
+        side = path.with_name(path.name + ".json")
+        try:
+            doc = json.loads(side.read_text()) if side.is_file() else None
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return None
+        export = doc.get("export") if isinstance(doc, dict) else None
+        return export if isinstance(export, dict) else None
+    return read_sidecar(path)

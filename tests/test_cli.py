@@ -21,7 +21,7 @@ def test_models_json() -> None:
     code, out, _ = run("models", "--json")
     doc = json.loads(out)
     assert code == 0 and doc["attention"] == list_attention()
-    assert "yolov5s-ca" in doc["models"] and "yolov5x" in doc["models"] and len(doc["models"]) == 65
+    assert "yolov5s-ca" in doc["models"] and "yolov5x" in doc["models"] and len(doc["models"]) == 325
 
 
 def test_models_table_lists_every_key() -> None:

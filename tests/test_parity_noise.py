@@ -16,7 +16,7 @@ from onnx import numpy_helper
 
 from attn_deploy.exporter import ExportSpec
 from attn_deploy.exporter.parity_check import check_export, measure_noise, random_images
-from attn_deploy.exporter.torch2onnx import clean, torch_to_onnx, yolov5_metadata
+from attn_deploy.exporter.torch2onnx import clean, onnx_metadata, torch_to_onnx
 from attn_deploy.models import create_model, list_attention, load_model
 from attn_deploy.models.yolo import DetectionModel
 from attn_deploy.parity import Tolerances
@@ -27,7 +27,7 @@ SPEC = ExportSpec((320, 320))
 
 
 def plain_onnx(net: DetectionModel, spec: ExportSpec = SPEC) -> bytes:
-    return clean(torch_to_onnx(net, spec), net.name, yolov5_metadata(net)).SerializeToString()
+    return clean(torch_to_onnx(net, spec), net.name, onnx_metadata(net, spec)).SerializeToString()
 
 
 def recalibrated(name: str, size: int = 256) -> DetectionModel:

@@ -16,6 +16,7 @@ from typing import Any
 
 import onnx
 
+from attn_deploy import layouts
 from attn_deploy.calib.evaluate import Evaluator, Score, calibration_images
 from attn_deploy.calib.groups import Group, candidate_groups, compile_patterns, layer_nodes, nodes_matching
 from attn_deploy.calib.search import Decision, Sensitivity, choose
@@ -127,10 +128,13 @@ def calibrate(src_path: str | Path, opts: CalibOptions, progress: Progress = lam
     if opts.cache and opts.precision == "int8":
         check_writable(opts.cache)
     sidecar = read_sidecar(src)
+    layout = (sidecar or {}).get("output_layout") or layouts.YOLOV5
+    if layout == layouts.NMS or "output0" not in {o.name for o in model.graph.output}:
+        raise UserError(f"{src} has no output0 (exported with --nms?)", "calibrate the graph exported without --nms")
     batch, imgsz = _geometry(model)
     progress("reading calibration and validation images")
     images, origin = calibration_images(opts.data or val, imgsz, opts.images)
-    ev = Evaluator(val, imgsz, batch, None)
+    ev = Evaluator(val, imgsz, batch, None, layout)
     progress("scoring the float32 model")
     ref = ev.set_reference(src)
     base = dict(output=out, precision=opts.precision, calibration=origin, images=len(images),
@@ -191,7 +195,8 @@ def _widen(src: Path, model: onnx.ModelProto, trials: Trials, groups: list[Group
            by_name: dict[str, Group], opts: CalibOptions, progress: Progress) -> tuple[Decision, list[Sensitivity]]:
     """Every candidate group kept is not enough: rank the other layers by the damage left when
     each is kept too (on a subset of the images), and add them in that order."""
-    sub = Evaluator(opts.val or opts.data, trials.ev.batches[0].images.shape[2:], trials.ev.batch, opts.search_images)
+    sub = Evaluator(opts.val or opts.data, trials.ev.batches[0].images.shape[2:], trials.ev.batch, opts.search_images,
+                    trials.ev.layout)
     sub.set_reference(src)
     taken = {g.layer for g in groups}
     base = _nodes(by_name, decision.kept)

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from attn_deploy import layouts
 from attn_deploy.data import Batch, ImageLoader, load_data
 from attn_deploy.engines import OnnxrtRunner
 from attn_deploy.errors import UserError
@@ -40,7 +41,9 @@ class Score:
 
 
 class Evaluator:
-    def __init__(self, data: str | Path, imgsz: tuple[int, int], batch: int, max_images: int | None) -> None:
+    def __init__(self, data: str | Path, imgsz: tuple[int, int], batch: int, max_images: int | None,
+                 layout: str = layouts.YOLOV5) -> None:
+        self.layout = layout  # of output0, from the export sidecar
         source = load_data(data)
         self.labelled, self.nc = source.labelled, len(source.names or [])
         self.batch = batch
@@ -63,12 +66,13 @@ class Evaluator:
             name = run.input_names()[0]
             for b in self.batches:
                 pred = run.run({name: b.padded(self.batch)})["output0"][: len(b)]
-                for i, det in enumerate(postprocess(pred, b.placements, SHIP_NMS)):
+                for i, det in enumerate(postprocess(pred, b.placements, SHIP_NMS, self.layout)):
                     if keep:
                         self.reference.append(det)
                     agreement.add(self.reference[k + i], det)
                 if ev is not None:
-                    for placed, labels, det in zip(b.placements, b.labels, postprocess(pred, b.placements, MAP_NMS)):
+                    dets = postprocess(pred, b.placements, MAP_NMS, self.layout)
+                    for placed, labels, det in zip(b.placements, b.labels, dets):
                         ev.add(placed.shape, labels, det)
                 k += len(b)
         m = ev.evaluate() if ev is not None else None

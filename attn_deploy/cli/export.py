@@ -25,6 +25,8 @@ from attn_deploy.cli.options import (
 @click.option("--opset", type=int, default=17, show_default=True, help="ONNX opset, 13 to 20.")
 @click.option("--nms", is_flag=True, help="End the graph in ONNX NonMaxSuppression (num_dets, det_boxes, det_scores, det_classes).")
 @click.option("--topk", type=click.IntRange(1), default=100, show_default=True, help="With --nms: detections kept per image.")
+@click.option("--end2end", is_flag=True, help="YOLO26: the NMS-free one-to-one head, output0 (N, max-det, 6): x1 y1 x2 y2 score class.")
+@click.option("--max-det", type=click.IntRange(1, 3839), default=300, show_default=True, help="With --end2end: detections per image.")
 @click.option("--iou-thres", type=UNIT, default=0.45, show_default=True, help="With --nms: IoU above which boxes are suppressed.")
 @click.option("--conf-thres", type=UNIT, default=0.25, show_default=True, help="With --nms: minimum score.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Output FILE.onnx (default ./NAME.onnx).")
@@ -32,18 +34,19 @@ from attn_deploy.cli.options import (
 @json_option
 def export(
     model_name: str | None, cfg: str | None, weights: str | None, imgsz: tuple[int, int], batch: int,
-    dynamic: bool, opset: int, nms: bool, topk: int, iou_thres: float, conf_thres: float,
-    output: str | None, no_check: bool, as_json: bool,
+    dynamic: bool, opset: int, nms: bool, topk: int, end2end: bool, max_det: int, iou_thres: float,
+    conf_thres: float, output: str | None, no_check: bool, as_json: bool,
 ) -> None:
     """Export a model to ONNX (FILE.onnx + FILE.json), then lint it and check it against PyTorch."""
     from attn_deploy.exporter import ExportSpec, NmsOptions, export_model
     from attn_deploy.models import load_model
+    from attn_deploy.models.heads import set_end2end
     from attn_deploy.report import export_table
 
     spec = ExportSpec(imgsz, batch, dynamic, opset)
     spec.check()  # sizes and opset refused before the model is built
     with Spinner("loading the model"):
-        net = load_model(model_name, cfg, weights)
+        net = set_end2end(load_model(model_name, cfg, weights), max_det if end2end else None)
     source = {k: v for k, v in (("model", model_name), ("cfg", cfg), ("weights", weights)) if v}
     nms_opts = NmsOptions(topk, iou_thres, conf_thres) if nms else None
     with Spinner("exporting") as status:

@@ -17,7 +17,10 @@ def models(as_json: bool) -> None:
     from attn_deploy.report import models_table
 
     if as_json:
-        emit_json({"models": model_names(), "attention": list_attention()})
+        from attn_deploy.models.zoo import FAMILIES
+
+        emit_json({"models": model_names(), "families": {f: model_names(f) for f in FAMILIES},
+                   "attention": list_attention()})
     else:
         console().print(*models_table())
 

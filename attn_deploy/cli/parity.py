@@ -46,14 +46,17 @@ def parity(
     from attn_deploy.diagnose.run import BlockOptions, open_blocks, per_block_parity
     from attn_deploy.engines import runner_for
     from attn_deploy.models import load_model
+    from attn_deploy.models.heads import match_sidecar
     from attn_deploy.parity.check import Gates, ParityOptions, check_parity
     from attn_deploy.report import blocks_table, parity_table
+    from attn_deploy.sidecar import export_sidecar
 
     net = load_model(model_name, cfg, weights)
     opts = ParityOptions(data, imgsz, max_images, on_error, Gates(min_agreement, max_map_drop),
                          examples=6 if report_dir else 0)
     with Spinner("comparing") as status:
         runner = runner_for(candidate)  # the file is checked here, before the per-block backend reads it
+        match_sidecar(net, export_sidecar(candidate))  # e.g. YOLO26 exported end-to-end
         blocks = open_blocks(candidate, net) if per_block else None
         result = check_parity(net, runner, candidate, opts,
                               progress=lambda done, total: status(f"comparing: {done}/{total} images"))
@@ -75,3 +78,4 @@ def parity(
 
     write_report(report_dir, lambda: parity_page(result, list(net.names)), result.to_dict())
     gate(result.passed, "parity gate failed", result.failures())
+

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from attn_deploy.exporter.layers import LayerBoundary
-from attn_deploy.models.yolo import DetectionModel
+from attn_deploy.models.heads import Detector
 
 DEFAULT_TOLERANCE = 1e-2  # relative local error; FP32 graphs sit near 1e-6, FP16 near 1e-3
 
@@ -201,7 +201,7 @@ class RunnerBlocks:
 class TorchLayers:
     """Every layer's inputs and output in PyTorch, captured by forward hooks."""
 
-    def __init__(self, net: DetectionModel) -> None:
+    def __init__(self, net: Detector) -> None:
         self.net = net.float().eval()
 
     def run(self, images: np.ndarray) -> dict[int, tuple[list[np.ndarray], np.ndarray]]:
@@ -224,7 +224,7 @@ class TorchLayers:
         return seen
 
 
-def per_block(net: DetectionModel, backend: BlockBackend, boundaries: list[LayerBoundary],
+def per_block(net: Detector, backend: BlockBackend, boundaries: list[LayerBoundary],
               batches: Iterable[tuple[np.ndarray, int]], tolerance: float = DEFAULT_TOLERANCE) -> BlockReport:
     """Both errors for every layer over ``batches``: (images shaped for the candidate, how many
     of them are real; the rest is padding to a fixed batch, run but not counted)."""

@@ -15,7 +15,7 @@ from attn_deploy.diagnose.blocks import DEFAULT_TOLERANCE, BlockBackend, BlockRe
 from attn_deploy.engines import Runner
 from attn_deploy.errors import UserError
 from attn_deploy.exporter.layers import LayerBoundary
-from attn_deploy.models.yolo import DetectionModel
+from attn_deploy.models.heads import Detector
 from attn_deploy.parity.check import ParityOptions, first_batches
 
 Blocks = tuple[BlockBackend, list[LayerBoundary]]
@@ -27,7 +27,7 @@ class BlockOptions:
     tolerance: float = DEFAULT_TOLERANCE  # relative local error that names a culprit
 
 
-def open_blocks(path: str | Path, net: DetectionModel) -> Blocks:
+def open_blocks(path: str | Path, net: Detector) -> Blocks:
     """The backend for a candidate file and its layer boundaries, checked against ``net``."""
     from attn_deploy.engines import ENGINE_SUFFIXES
     from attn_deploy.exporter.layers import boundaries_for, model_rows
@@ -59,7 +59,7 @@ def open_blocks(path: str | Path, net: DetectionModel) -> Blocks:
     return OnnxBlocks(path, bounds), bounds
 
 
-def per_block_parity(reference: DetectionModel, candidate: Runner, opts: ParityOptions, blocks: Blocks,
+def per_block_parity(reference: Detector, candidate: Runner, opts: ParityOptions, blocks: Blocks,
                      block_opts: BlockOptions = BlockOptions()) -> BlockReport:
     """Both errors per layer on the first ``block_opts.images`` images of the parity data,
     shaped as ``candidate`` takes them; closes the backend's sessions and engines."""

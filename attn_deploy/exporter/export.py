@@ -7,14 +7,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from attn_deploy import __version__
+from attn_deploy import __version__, layouts
 from attn_deploy.exporter.layers import find_boundaries, model_rows
 from attn_deploy.exporter.lint import LintReport, lint_onnx
 from attn_deploy.exporter.nms import NmsOptions, append_nms
 from attn_deploy.exporter.parity_check import check_export
-from attn_deploy.exporter.torch2onnx import ExportSpec, clean, torch_to_onnx, yolov5_metadata
+from attn_deploy.exporter.torch2onnx import ExportSpec, clean, onnx_metadata, torch_to_onnx
+from attn_deploy.errors import UserError
 from attn_deploy.files import all_or_nothing, atomic_write, check_writable, sha256, to_json
-from attn_deploy.models.yolo import DetectionModel, check_imgsz
+from attn_deploy.models.heads import Detector, Head, head_of
+from attn_deploy.models.yolo import check_imgsz
 from attn_deploy.parity.tensor import TensorParity, Tolerances
 from attn_deploy.sidecar import read_sidecar
 
@@ -37,6 +39,7 @@ class ExportResult:
     size: int
     sha256: str
     seconds: float
+    head: Head | None = None
     lint: LintReport | None = None
     parity: TensorParity | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -56,7 +59,7 @@ class ExportResult:
         return {
             "model": self.model, "onnx": self.onnx, "sidecar": self.sidecar, "passed": self.passed,
             "imgsz": list(self.spec.imgsz), "batch": self.spec.batch, "dynamic": self.spec.dynamic,
-            "opset": self.spec.opset, "nms": vars(self.nms) if self.nms else None, "nodes": self.nodes,
+            "opset": self.spec.opset, "head": self.head.to_dict() if self.head else None, "nms": vars(self.nms) if self.nms else None, "nodes": self.nodes,
             "ops": self.ops, "bytes": self.size, "sha256": self.sha256, "seconds": round(self.seconds, 3),
             "lint": self.lint.to_dict() if self.lint is not None else None,
             "parity": self.parity.to_dict() if self.parity is not None else None,
@@ -64,14 +67,15 @@ class ExportResult:
 
 
 def export_model(
-    net: DetectionModel, output: str | Path | None = None, spec: ExportSpec = ExportSpec(),
+    net: Detector, output: str | Path | None = None, spec: ExportSpec = ExportSpec(),
     nms: NmsOptions | None = None, check: bool = True, tol: Tolerances | None = None,
     source: dict[str, Any] | None = None, progress: Progress | None = None,
 ) -> ExportResult:
     """Export ``net`` and write the ONNX file and its sidecar atomically.
 
     Parity tolerances default to a multiple of the model's own float32 noise
-    (``parity_check.check_export``); ``tol`` fixes them instead."""
+    (``parity_check.check_export``); ``tol`` fixes them instead. The graph's output is the
+    model's as it stands: for YOLO26's end-to-end top-k, ``heads.set_end2end(net)`` first."""
     import onnx
 
     say = progress or (lambda _msg: None)
@@ -80,12 +84,15 @@ def export_model(
     if nms is not None:
         nms.check()
     check_imgsz(spec.imgsz, int(net.stride.max()))
+    head = head_of(net)
+    _check_head(net, head, spec, nms)
     path = check_writable(Path(output) if output else Path(f"{net.name}.onnx"))
     say(f"exporting {net.name} to ONNX (opset {spec.opset})")
     raw = torch_to_onnx(net, spec)
-    meta = yolov5_metadata(net)
+    meta = onnx_metadata(net, spec)
     plain = clean(raw, net.name, meta)
-    final = clean(append_nms(onnx.load_from_string(raw), nms).SerializeToString(), net.name, meta) if nms else plain
+    final = (clean(append_nms(onnx.load_from_string(raw), nms, head.layout).SerializeToString(), net.name, meta)
+             if nms else plain)
     onnx.checker.check_model(final, full_check=True)
     data = final.SerializeToString()
     lint = parity = None
@@ -97,7 +104,7 @@ def export_model(
     result = ExportResult(
         model=net.name, onnx=str(path), sidecar=str(path.with_suffix(".json")), spec=spec, nms=nms,
         nodes=len(final.graph.node), ops=_ops(final), size=len(data), sha256=sha256(data),
-        seconds=0.0, lint=lint, parity=parity,
+        seconds=0.0, head=head, lint=lint, parity=parity,
     )
     doc = to_json(sidecar(net, final, result, source)).encode()
     with all_or_nothing() as written:
@@ -105,6 +112,19 @@ def export_model(
         written.append(atomic_write(result.sidecar, doc))
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _check_head(net: Detector, head: Head, spec: ExportSpec, nms: NmsOptions | None) -> None:
+    """An end-to-end top-k needs no NMS, and needs at least ``max_det`` anchors to pick from."""
+    if head.layout != layouts.END2END:
+        return
+    if nms is not None:
+        raise UserError("--nms and --end2end together: the one-to-one head needs no NMS", "pick one of them")
+    h, w = spec.imgsz
+    anchors = sum((h // int(s)) * (w // int(s)) for s in net.stride.tolist())
+    if anchors < (head.max_det or 0):
+        raise UserError(f"--imgsz {h},{w} gives {anchors} anchors, fewer than --max-det {head.max_det}",
+                        "use a larger input or a smaller --max-det")
 
 
 def _ops(proto: Any) -> dict[str, int]:
@@ -124,9 +144,10 @@ def _io(values: Any) -> list[dict[str, Any]]:
     ]
 
 
-def sidecar(net: DetectionModel, proto: Any, result: ExportResult, source: dict[str, Any] | None) -> dict[str, Any]:
+def sidecar(net: Detector, proto: Any, result: ExportResult, source: dict[str, Any] | None) -> dict[str, Any]:
     """What later steps (calib, build, parity) need to know about the ONNX file."""
     det = net.detect
+    head = result.head or head_of(net)
     return {
         "attn_deploy": __version__,
         "model": net.name,
@@ -136,13 +157,15 @@ def sidecar(net: DetectionModel, proto: Any, result: ExportResult, source: dict[
         "imgsz": list(result.spec.imgsz),
         "batch": result.spec.batch,
         "strides": [int(s) for s in net.stride.tolist()],
-        "anchors": (det.anchors * det.stride.view(-1, 1, 1)).tolist(),
+        "family": head.family,
+        "head": head.to_dict(),
+        "anchors": (det.anchors * det.stride.view(-1, 1, 1)).tolist() if head.kind == "anchor-based" else None,
         "opset": result.spec.opset,
         "dynamic": result.spec.dynamic,
-        "dynamic_axes": result.spec.dynamic_axes() or {},
+        "dynamic_axes": result.spec.dynamic_axes(head.layout) or {},
         "inputs": _io(proto.graph.input),
         "outputs": _io(proto.graph.output),
-        "output_layout": "nms" if result.nms else "xywh_obj_cls",
+        "output_layout": layouts.NMS if result.nms else head.layout,
         "nms": vars(result.nms) if result.nms else None,
         "onnx": {"file": Path(result.onnx).name, "sha256": result.sha256, "bytes": result.size,
                  "nodes": result.nodes, "ops": result.ops},
@@ -153,6 +176,6 @@ def sidecar(net: DetectionModel, proto: Any, result: ExportResult, source: dict[
     }
 
 
-def layer_table(net: DetectionModel, proto: Any) -> list[dict[str, Any]]:
+def layer_table(net: Detector, proto: Any) -> list[dict[str, Any]]:
     """Each yaml row with the ONNX tensors at its boundaries (``exporter/layers.py``)."""
     return [b.to_dict() for b in find_boundaries(proto, model_rows(net))]

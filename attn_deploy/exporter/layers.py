@@ -72,15 +72,22 @@ def layer_nodes(model: onnx.ModelProto) -> dict[int, list[str]]:
     return out
 
 
-def model_rows(net: Any) -> list[LayerRow]:
-    """The layer rows of a ``DetectionModel``."""
+def is_attention(m: Any) -> bool:
+    """Our attention modules, and blocks with self-attention inside: YOLO11/YOLO26's C2PSA,
+    YOLO26's C3k2 with a PSA block, YOLO12's A2C2f with area attention."""
+    from attn_deploy.models.anchorfree.area import AAttn
+    from attn_deploy.models.anchorfree.psa import Attention
     from attn_deploy.models.attention.base import AttentionModule
 
+    return isinstance(m, AttentionModule) or any(isinstance(s, (Attention, AAttn)) for s in m.modules())
+
+
+def model_rows(net: Any) -> list[LayerRow]:
+    """The layer rows of a detector (YOLOv5 or anchor-free)."""
     rows = []
     for i, m in enumerate(net.model):
         f = m.f if isinstance(m.f, list) else [m.f]
-        rows.append(LayerRow(i, type(m).__name__, isinstance(m, AttentionModule),
-                             tuple(i + j if j < 0 else j for j in f)))
+        rows.append(LayerRow(i, type(m).__name__, is_attention(m), tuple(i + j if j < 0 else j for j in f)))
     return rows
 
 

@@ -5,7 +5,8 @@ standard ops only (no plugin): ``num_dets`` (N, 1) int32, ``det_boxes`` (N, K, 4
 input pixels, ``det_scores`` (N, K) float, ``det_classes`` (N, K) int32. Rows past
 ``num_dets`` hold zeros and class -1.
 
-How: scores = objectness x class probability (N, nc, A); NonMaxSuppression per class
+How: scores = objectness x class probability (N, nc, A) for YOLOv5's (N, A, 5 + nc) output;
+the class probabilities themselves for an anchor-free (N, 4 + nc, A) one; NonMaxSuppression per class
 (at most K per class) gives (batch, class, box) triples; their scores are scattered into a
 zero (N, nc, A) map, whose best K per image (TopK over nc*A) are the detections.
 """
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
+from attn_deploy import layouts
 from attn_deploy.errors import UserError
 
 NMS_OUTPUTS = ("num_dets", "det_boxes", "det_scores", "det_classes")
@@ -68,6 +70,18 @@ def _boxes_and_scores(b: _Builder, output: str) -> tuple[str, str]:
     return boxes, scores
 
 
+def _anchor_free_boxes_and_scores(b: _Builder, output: str) -> tuple[str, str]:
+    """(N, A, 4) xyxy boxes and (N, nc, A) scores from an anchor-free (N, 4 + nc, A) output."""
+    axis1 = b.const("axis1s", [1])
+    (xy,) = b("Slice", [output, b.const("s0", [0]), b.const("s2", [2]), axis1], "xy")
+    (wh,) = b("Slice", [output, b.const("s2b", [2]), b.const("s4", [4]), axis1], "wh")
+    (scores,) = b("Slice", [output, b.const("s4b", [4]), b.const("end", [2**62]), axis1], "scores")
+    (half,) = b("Mul", [wh, b.const("half", 0.5, np.float32)], "half_wh")
+    (corners,) = b("Concat", [b("Sub", [xy, half], "x1y1")[0], b("Add", [xy, half], "x2y2")[0]], "corners", axis=1)
+    (boxes,) = b("Transpose", [corners], "boxes", perm=[0, 2, 1])
+    return boxes, scores
+
+
 def _top_detections(b: _Builder, boxes: str, scores: str, opts: NmsOptions) -> tuple[str, str]:
     """NMS per class, then the best K (scores, flat class*A + box indices) per image."""
     (sel,) = b("NonMaxSuppression", [
@@ -102,16 +116,20 @@ def _outputs(b: _Builder, boxes: str, vals: str, idx: str) -> None:
     b("ReduceSum", [b("Cast", [valid], "valid_i32", to=TensorProto.INT32)[0], axis1], "num_dets", keepdims=1)
 
 
-def append_nms(proto: Any, opts: NmsOptions, output: str = "output0") -> Any:
-    """Replace the graph output ``output`` (N, A, 5 + nc) of an onnx.ModelProto by the four
-    NMS outputs."""
+def append_nms(proto: Any, opts: NmsOptions, layout: str = layouts.YOLOV5, output: str = "output0") -> Any:
+    """Replace the graph output ``output`` of an onnx.ModelProto, (N, A, 5 + nc) or an
+    anchor-free (N, 4 + nc, A), by the four NMS outputs."""
     opts.check()
+    if layout not in layouts.RAW:
+        raise UserError(f"--nms needs a per-anchor output; this graph's is {layout}",
+                        "the end-to-end head needs no NMS: export it without --nms")
     g = proto.graph
     out = next(o for o in g.output if o.name == output)
     dim = out.type.tensor_type.shape.dim[0]
     batch = dim.dim_value or dim.dim_param or "batch"
     b = _Builder(g)
-    boxes, scores = _boxes_and_scores(b, output)
+    pick = _anchor_free_boxes_and_scores if layout == layouts.ANCHOR_FREE else _boxes_and_scores
+    boxes, scores = pick(b, output)
     vals, idx = _top_detections(b, boxes, scores, opts)
     _outputs(b, boxes, vals, idx)
     g.node.extend(b.nodes)

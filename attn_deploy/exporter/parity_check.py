@@ -9,10 +9,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from attn_deploy import layouts
 from attn_deploy.engines import OnnxrtRunner, TorchRunner
 from attn_deploy.exporter.nms import NmsOptions
 from attn_deploy.exporter.torch2onnx import INPUT, OUTPUT, ExportSpec
-from attn_deploy.models.yolo import DetectionModel
+from attn_deploy.models.heads import Detector, head_of, set_end2end
 from attn_deploy.parity.nms import multiclass_nms
 from attn_deploy.parity.tensor import (
     NOISE_FACTOR, Noise, TensorParity, Tolerances, compare_detections_tensor, compare_part, merge,
@@ -35,26 +36,30 @@ def random_images(n: int, h: int, w: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).random((n, 3, h, w), dtype=np.float32)
 
 
-def measure_noise(net: DetectionModel, h: int, w: int, seed: int = 0, factor: float = NOISE_FACTOR) -> Noise:
+def measure_noise(net: Detector, h: int, w: int, seed: int = 0, factor: float = NOISE_FACTOR) -> Noise:
     """The float32 noise of ``net`` on one image: max |float32 - float64| of boxes and scores.
 
     It scales by itself with what the network computes (activation size, depth, box scale,
     trained or random weights), which no fixed tolerance can. One image at batch 1 keeps the
     float64 pass cheap (about 3x a float32 one on the CPU). Every built-in attention module
     and the Detect decode (grid and anchors follow the input's dtype) run in float64.
+    An end-to-end top-k is measured before its top-k (the decoded one-to-one output): a
+    selection has no noise of its own, only the values it selects.
     """
     x = torch.from_numpy(random_images(1, h, w, seed))
     was_training = net.training
+    twin = set_end2end(copy.deepcopy(net), None)
+    layout = head_of(twin).layout
     with torch.inference_mode():
-        ref32 = net.eval()(x)
-        ref64 = copy.deepcopy(net).double()(x.double())
+        ref32 = twin.eval()(x)
+        ref64 = twin.double()(x.double())
     net.train(was_training)
-    diff = (ref32.double() - ref64).abs()
+    diff = np.abs(layouts.as_rows(ref32.double().numpy(), layout) - layouts.as_rows(ref64.numpy(), layout))
     return Noise(float(diff[..., :4].max()), float(diff[..., 4:].max()), (1, 3, h, w), factor)
 
 
 def check_export(
-    net: DetectionModel, plain: bytes, spec: ExportSpec, tol: Tolerances | None = None,
+    net: Detector, plain: bytes, spec: ExportSpec, tol: Tolerances | None = None,
     nms: NmsOptions | None = None, final: bytes | None = None,
 ) -> TensorParity:
     """Tensor parity of ``output0``; with an NMS graph, its detections against numpy NMS
@@ -65,16 +70,25 @@ def check_export(
     each part carries the noise, so a failure says how many times the noise it is.
     """
     cases = parity_cases(spec, int(net.stride.max()))
+    layout = head_of(net).layout
     noise = measure_noise(net, cases[0][1], cases[0][2])
     tol = tol if tol is not None else noise.tolerances()
     result = TensorParity(cases=[[n, 3, h, w] for n, h, w in cases], noise=noise)
     per_part: dict[str, list[Any]] = {}
     torch_run, ort_run = TorchRunner(net), OnnxrtRunner(plain)
     e2e = OnnxrtRunner(final) if nms is not None and final is not None else None
-    nms_ok = True
+    nms_ok = e2e_ok = True
     for seed, (n, h, w) in enumerate(cases):
         feed = {INPUT: random_images(n, h, w, seed)}
         ref, cand = torch_run.run(feed)[OUTPUT], ort_run.run(feed)[OUTPUT]
+        if layout == layouts.END2END:  # a ranking: paired by content, ties may come in either order
+            paired, same = pair_detections(end2end_as_nms(ref), end2end_as_nms(cand), tol)
+            for key, (a, b) in paired.items():
+                s = compare_part(f"{OUTPUT}.{key.removeprefix('det_')}", a, b, tol, noise)
+                per_part.setdefault(s.name, []).append(s)
+            e2e_ok &= same
+            continue
+        ref, cand = layouts.as_rows(ref, layout), layouts.as_rows(cand, layout)
         for s in compare_detections_tensor(OUTPUT, ref, cand, tol, noise):
             per_part.setdefault(s.name, []).append(s)
         if e2e is not None:
@@ -89,6 +103,8 @@ def check_export(
         result.checks["float32 noise: PyTorch float32 within 0.01 of float64 (scores) and 1% of the image (boxes)"] = False
     if e2e is not None:
         result.checks["nms: same detections and classes"] = nms_ok
+    if layout == layouts.END2END:
+        result.checks["end-to-end top-k: same detections and classes"] = e2e_ok
     return result
 
 
@@ -125,8 +141,16 @@ def pair_detections(
     return {"det_boxes": as_arrays(pairs_b, (-1, 4)), "det_scores": as_arrays(pairs_s, (-1,))}, same
 
 
+def end2end_as_nms(pred: np.ndarray) -> dict[str, np.ndarray]:
+    """An end-to-end (N, K, 6) output as the four NMS outputs (every row counts), for pairing."""
+    n, k, _ = pred.shape
+    return {"num_dets": np.full((n, 1), k, np.int32), "det_boxes": pred[..., :4],
+            "det_scores": pred[..., 4], "det_classes": pred[..., 5].round().astype(np.int32)}
+
+
 def reference_nms(pred: np.ndarray, opts: NmsOptions) -> dict[str, np.ndarray]:
-    """numpy NMS of a decoded batch, padded into the end-to-end graph's four outputs."""
+    """numpy NMS of a decoded batch of (N, A, 5 + nc) rows (``layouts.as_rows``), padded into
+    the end-to-end graph's four outputs."""
     n, a, no = pred.shape
     k = min(opts.topk, a * (no - 5))
     out = {

@@ -1,4 +1,5 @@
-"""PyTorch -> ONNX for YOLOv5 detectors: standard ops, simplified, named, reproducible.
+"""PyTorch -> ONNX for our detectors (YOLOv5 and the anchor-free family): standard ops,
+simplified, named, reproducible.
 
 We use torch's TorchScript-based exporter (``dynamo=False``) on purpose. It covers opsets
 13-20, which TensorRT 8.x on Jetson needs (the dynamo exporter emits opset 18 and converts
@@ -18,9 +19,10 @@ from dataclasses import dataclass
 
 import torch
 
-from attn_deploy import __version__
+from attn_deploy import __version__, layouts
 from attn_deploy.errors import UserError
-from attn_deploy.models.yolo import DetectionModel, check_size_limits
+from attn_deploy.models.heads import Detector, head_of
+from attn_deploy.models.yolo import check_size_limits
 
 MIN_OPSET, MAX_OPSET = 13, 20
 INPUT, OUTPUT = "images", "output0"
@@ -40,15 +42,19 @@ class ExportSpec:
             raise UserError(f"--opset {self.opset} is not supported", f"use {MIN_OPSET} to {MAX_OPSET}")
         check_size_limits(self.imgsz, self.batch)
 
-    def dynamic_axes(self) -> dict[str, dict[int, str]] | None:
+    def dynamic_axes(self, layout: str = layouts.YOLOV5) -> dict[str, dict[int, str]] | None:
+        """Batch, height and width of the input; batch and the per-anchor axis of ``output0``
+        (an end-to-end output has a fixed ``max_det`` rows)."""
         if not self.dynamic:
             return None
-        return {INPUT: {0: "batch", 2: "height", 3: "width"}, OUTPUT: {0: "batch", 1: "boxes"}}
+        out = {0: "batch"} if layout == layouts.END2END else {0: "batch", layouts.anchors_axis(layout): "boxes"}
+        return {INPUT: {0: "batch", 2: "height", 3: "width"}, OUTPUT: out}
 
 
-def torch_to_onnx(model: DetectionModel, spec: ExportSpec) -> bytes:
+def torch_to_onnx(model: Detector, spec: ExportSpec) -> bytes:
     """The raw exporter output (before clean-up), for a float32 CPU model in eval mode."""
     spec.check()
+    layout = head_of(model).layout
     model = model.float().cpu().eval()
     x = torch.zeros(spec.batch, model.yaml["ch"], *spec.imgsz)
     buf = io.BytesIO()
@@ -58,7 +64,7 @@ def torch_to_onnx(model: DetectionModel, spec: ExportSpec) -> bytes:
         warnings.simplefilter("ignore")
         torch.onnx.export(
             model, (x,), buf, dynamo=False, opset_version=spec.opset, do_constant_folding=True,
-            input_names=[INPUT], output_names=[OUTPUT], dynamic_axes=spec.dynamic_axes(),
+            input_names=[INPUT], output_names=[OUTPUT], dynamic_axes=spec.dynamic_axes(layout),
         )
     return buf.getvalue()
 
@@ -83,9 +89,18 @@ def clean(model_bytes: bytes, name: str, metadata: dict[str, str]) -> "onnx.Mode
     return proto
 
 
-def yolov5_metadata(model: DetectionModel) -> dict[str, str]:
-    """The metadata keys yolov5's own loaders read (``stride``, ``names``)."""
-    return {
+def onnx_metadata(model: Detector, spec: ExportSpec) -> dict[str, str]:
+    """The metadata keys yolov5's and ultralytics' own loaders read (``stride``, ``names``,
+    ``task``, ``imgsz``, ``batch``, ``end2end``), as Python literals, plus our layout name."""
+    head = head_of(model)
+    meta = {
         "stride": str(int(model.stride.max())),
         "names": str({i: n for i, n in enumerate(model.names)}),
+        "task": "detect",
+        "imgsz": str(list(spec.imgsz)),
+        "batch": str(spec.batch),
+        "output_layout": head.layout,
     }
+    if head.kind == "anchor-free":
+        meta["end2end"] = str(head.layout == layouts.END2END)
+    return meta

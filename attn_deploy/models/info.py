@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from attn_deploy.models.yolo import DetectionModel
+from attn_deploy.models.heads import Detector, head_of
 
 
 @dataclass
@@ -33,12 +33,14 @@ class ModelInfo:
     params: int
     gflops: float
     layers: list[LayerInfo] = field(default_factory=list)
+    family: str = ""
+    head: dict[str, Any] = field(default_factory=dict)  # heads.Head as a dict, with its description
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def _output_shapes(model: DetectionModel) -> tuple[dict[int, list[int]], list[Any]]:
+def _output_shapes(model: Detector) -> tuple[dict[int, list[int]], list[Any]]:
     shapes: dict[int, list[int]] = {}
     hooks = [
         m.register_forward_hook(lambda mod, inp, out, i=i: shapes.__setitem__(i, list(out.shape)))
@@ -47,7 +49,7 @@ def _output_shapes(model: DetectionModel) -> tuple[dict[int, list[int]], list[An
     return shapes, hooks
 
 
-def model_info(model: DetectionModel, imgsz: tuple[int, int] = (640, 640)) -> ModelInfo:
+def model_info(model: Detector, imgsz: tuple[int, int] = (640, 640)) -> ModelInfo:
     """Measure ``model`` on one zero image of ``imgsz`` (H, W): params, GFLOPs, layer table."""
     shapes, hooks = _output_shapes(model)
     try:
@@ -67,7 +69,9 @@ def model_info(model: DetectionModel, imgsz: tuple[int, int] = (640, 640)) -> Mo
         )
         for row, m in zip(model.rows, model.model)
     ]
+    head = head_of(model)
     return ModelInfo(
         name=model.name, imgsz=tuple(imgsz), params=sum(p.numel() for p in model.parameters()),
-        gflops=counter.get_total_flops() / 1e9, layers=layers,
+        gflops=counter.get_total_flops() / 1e9, layers=layers, family=head.family,
+        head={**head.to_dict(), "description": head.describe()},
     )

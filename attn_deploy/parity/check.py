@@ -16,10 +16,11 @@ from typing import Any
 
 import numpy as np
 
+from attn_deploy import layouts
 from attn_deploy.data import Batch, ImageLoader, Letterbox, load_data
 from attn_deploy.engines import Runner, TorchRunner
 from attn_deploy.errors import UserError
-from attn_deploy.models.yolo import DetectionModel
+from attn_deploy.models.heads import Detector, head_of
 from attn_deploy.parity.coco import CocoEvaluator, MapResult
 from attn_deploy.parity.match import Agreement, Match
 from attn_deploy.parity.nms import Detections
@@ -118,11 +119,15 @@ class ParityOptions:
 
 
 def check_parity(
-    reference: DetectionModel, candidate: Runner, name: str, opts: ParityOptions,
+    reference: Detector, candidate: Runner, name: str, opts: ParityOptions,
     progress: Callable[[int, int], None] | None = None,
 ) -> ParityResult:
-    """Run both sides over the data and judge the candidate; ``progress(done, total)``."""
+    """Run both sides over the data and judge the candidate; ``progress(done, total)``.
+
+    The candidate's output is read in the reference's layout: set the reference up as the
+    candidate was exported first (``heads.match_sidecar``)."""
     batch, imgsz = _geometry(candidate, opts.imgsz)
+    layout = head_of(reference).layout
     ref_run = TorchRunner(reference)
     loader, source_name, labelled, total = _batches(opts, imgsz, batch)
     result = ParityResult(name, source_name, imgsz, opts.gates, requested=total)
@@ -133,9 +138,13 @@ def check_parity(
             feed = {candidate.input_names()[0]: b.padded(batch)}
             ref = ref_run.run({"images": feed[candidate.input_names()[0]]})[OUTPUT][: len(b)]
             cand = _decoded(candidate.run(feed), name)[: len(b)]
-            for s in compare_detections_tensor(OUTPUT, ref, cand, opts.tol):
-                parts.setdefault(s.name, []).append(s)
-            _judge(result, b, ref, cand, evals, opts.examples)
+            if ref.shape != cand.shape:
+                raise UserError(f"{name}: output0 is {list(cand.shape)}, PyTorch's is {list(ref.shape)}",
+                                "was it exported from this model (and with the same head, --end2end or not)?")
+            if layout in layouts.RAW:
+                for s in compare_detections_tensor(OUTPUT, layouts.as_rows(ref, layout), layouts.as_rows(cand, layout), opts.tol):
+                    parts.setdefault(s.name, []).append(s)
+            _judge(result, b, ref, cand, evals, opts.examples, layout)
             result.images += len(b)
             if progress:
                 progress(result.images, total)
@@ -156,8 +165,8 @@ def first_batches(candidate: Runner, opts: ParityOptions, count: int) -> Iterato
 
 
 def _judge(result: ParityResult, b: Batch, ref: np.ndarray, cand: np.ndarray,
-           evals: tuple[CocoEvaluator, CocoEvaluator] | None, keep: int = 0) -> None:
-    ships = zip(postprocess(ref, b.placements, SHIP_NMS), postprocess(cand, b.placements, SHIP_NMS))
+           evals: tuple[CocoEvaluator, CocoEvaluator] | None, keep: int = 0, layout: str = layouts.YOLOV5) -> None:
+    ships = zip(postprocess(ref, b.placements, SHIP_NMS, layout), postprocess(cand, b.placements, SHIP_NMS, layout))
     for k, (r, c) in enumerate(ships):
         m = result.detections.add(r, c)
         if keep:
@@ -168,7 +177,7 @@ def _judge(result: ParityResult, b: Batch, ref: np.ndarray, cand: np.ndarray,
     if evals is None:
         return
     for ev, pred in zip(evals, (ref, cand)):
-        for placed, labels, det in zip(b.placements, b.labels, postprocess(pred, b.placements, MAP_NMS)):
+        for placed, labels, det in zip(b.placements, b.labels, postprocess(pred, b.placements, MAP_NMS, layout)):
             ev.add(placed.shape, labels, det)
 
 
