@@ -2,24 +2,31 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Any
+
+import torch
 
 from attn_deploy.errors import UserError
+from attn_deploy.models.anchorfree import AnchorFreeModel, guess_scale
 from attn_deploy.models.checkpoint import Checkpoint, read_checkpoint
+from attn_deploy.models.heads import Detector
 from attn_deploy.models.mapping import load_checkpoint_weights
-from attn_deploy.models.yolo import DetectionModel, build_model, load_yaml
-from attn_deploy.models.zoo import create_model
+from attn_deploy.models.yolo import build_model, load_yaml
+from attn_deploy.models.zoo import SEED, create_model
 
 
 def load_model(
     model: str | None = None, cfg: str | Path | None = None, weights: str | Path | None = None,
     nc: int | None = None,
-) -> DetectionModel:
+) -> Detector:
     """A model in eval mode from ``--model``, ``--cfg`` and/or ``--weights``.
 
     A training checkpoint carries its own yaml, so it needs neither name nor yaml; a plain
     state dict needs one of them. When both a name (or yaml) and a checkpoint are given, the
     named architecture is built and the checkpoint's tensors must fit it, layer by layer.
+    A yaml in ultralytics' anchor-free format (YOLOv8 to YOLO26) builds that family.
     """
     if model and cfg:
         raise UserError("give --model or --cfg, not both")
@@ -29,9 +36,9 @@ def load_model(
     if model:
         net = create_model(model, nc=nc)
     elif cfg:
-        net = build_model(load_yaml(cfg), Path(cfg).stem, nc=nc, source=str(cfg))
+        net = build_from_yaml(load_yaml(cfg), Path(cfg).stem, nc=nc, source=str(cfg))
     elif ckpt is not None and ckpt.yaml is not None:
-        net = build_model(ckpt.yaml, ckpt.path.stem, nc=nc, source=f"{ckpt.path} (its yaml)")
+        net = build_from_yaml(ckpt.yaml, ckpt.path.stem, nc=nc, source=f"{ckpt.path} (its yaml)")
     elif ckpt is not None:
         raise UserError(f"{ckpt.path} is a plain state dict: name its architecture with --model or --cfg")
     else:
@@ -39,6 +46,36 @@ def load_model(
     if ckpt is not None:
         load_checkpoint_weights(net, ckpt)
     return net.eval()
+
+
+def is_anchor_free(cfg: dict[str, Any]) -> bool:
+    """Whether a yaml is in ultralytics' anchor-free format: no ``anchors``, and ``scales`` or
+    a last row ``Detect`` with no anchors among its arguments (YOLOv5's names ``[nc, anchors]``)."""
+    if not isinstance(cfg, dict) or "anchors" in cfg:
+        return False
+    if "scales" in cfg:
+        return True
+    head = cfg.get("head")
+    last = head[-1] if isinstance(head, list) and head else None
+    return (isinstance(last, list) and len(last) == 4 and last[2] == "Detect"
+            and isinstance(last[3], list) and len(last[3]) <= 1)
+
+
+def build_from_yaml(cfg: dict[str, Any], name: str, nc: int | None = None, source: str | None = None) -> Detector:
+    """YOLOv5's anchor-based model or an anchor-free one, as the yaml's format says.
+
+    Anchor-free: the scale is the yaml's ``scale`` (ultralytics stores it), else the letter in
+    ``name`` or in the yaml's ``yaml_file``; ultralytics' ``channels`` key is our ``ch``.
+    """
+    if not is_anchor_free(cfg):
+        return build_model(cfg, name, nc=nc, source=source)
+    cfg = dict(cfg)
+    if "ch" not in cfg and "channels" in cfg:
+        cfg["ch"] = cfg["channels"]
+    scale = cfg.get("scale") or guess_scale(name) or guess_scale(Path(str(cfg.get("yaml_file") or "")).stem)
+    with torch.random.fork_rng(devices=[]):  # weights from a fixed seed, as every build; the caller's RNG untouched
+        torch.manual_seed(SEED)
+        return AnchorFreeModel(cfg, name=name, scale=scale, nc=nc, source=source).eval()
 
 
 def _checkpoint_nc(ckpt: Checkpoint) -> int:
@@ -51,10 +88,22 @@ def _checkpoint_nc(ckpt: Checkpoint) -> int:
     if not ckpt.layers:
         raise UserError(f"{ckpt.path} holds no tensors of a model")
     head = ckpt.layers[max(ckpt.layers)]
+    if "anchors" not in head and any(k.startswith("cv3.0.") for k in head):
+        return _anchor_free_nc(ckpt, head)
     anchors, conv = head.get("anchors"), head.get("m.0.weight")
     if anchors is None or conv is None or anchors.dim() != 3 or conv.dim() != 4:
-        raise UserError(f"{ckpt.path}: the last layer is not a YOLOv5 Detect head (no anchors, m.0.weight)")
+        raise UserError(f"{ckpt.path}: the last layer is neither a YOLOv5 Detect head (anchors, m.0.weight) "
+                        "nor an anchor-free one (cv2, cv3)")
     nc = conv.shape[0] // max(anchors.shape[1], 1) - 5
     if nc < 1:
         raise UserError(f"{ckpt.path}: the Detect head's {conv.shape[0]} outputs leave no classes")
     return nc
+
+
+def _anchor_free_nc(ckpt: Checkpoint, head: dict[str, torch.Tensor]) -> int:
+    """The anchor-free head's class branch ends in a plain conv with one output per class."""
+    convs = {int(m.group(1)): t for k, t in head.items() if (m := re.fullmatch(r"cv3\.0\.(\d+)\.weight", k))}
+    last = convs[max(convs)] if convs else None
+    if last is None or last.dim() != 4:
+        raise UserError(f"{ckpt.path}: the anchor-free head's class branch (cv3.0) ends in no convolution")
+    return int(last.shape[0])

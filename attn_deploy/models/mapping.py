@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from attn_deploy.errors import UserError, library_text
 from attn_deploy.models.attention import AttentionModule, ForkLayer
 from attn_deploy.models.checkpoint import Checkpoint
-from attn_deploy.models.yolo import DetectionModel
+from attn_deploy.models.heads import Detector
 
 COUNTER = "num_batches_tracked"
 
@@ -58,7 +58,7 @@ def _fork_layer(ckpt: Checkpoint, i: int, yaml_name: str) -> ForkLayer:
     return ForkLayer(record.class_name, ckpt.layers.get(i, {}), record.attrs(), record.classes())
 
 
-def _adapt_attention(model: DetectionModel, ckpt: Checkpoint, i: int) -> nn.Module:
+def _adapt_attention(model: Detector, ckpt: Checkpoint, i: int) -> nn.Module:
     """Rebuild attention layer i in the variant the checkpoint's fork used."""
     layer = model.model[i]
     c1 = model.out_channels[i]  # an attention layer keeps its input's channel count
@@ -73,7 +73,7 @@ def _adapt_attention(model: DetectionModel, ckpt: Checkpoint, i: int) -> nn.Modu
     return new
 
 
-def load_checkpoint_weights(model: DetectionModel, ckpt: Checkpoint) -> None:
+def load_checkpoint_weights(model: Detector, ckpt: Checkpoint) -> None:
     """Copy every tensor of ``ckpt`` into ``model`` (in place), layer by layer."""
     theirs_layers, ours_layers = sorted(ckpt.layers), list(range(len(model.model)))
     extra = [i for i in theirs_layers if i not in ours_layers]
@@ -114,7 +114,7 @@ def _copy_norm_eps(layer: nn.Module, i: int, ckpt: Checkpoint, pairs: list[tuple
                 modules[ours[:-7]].eps = eps
 
 
-def _check_stride(model: DetectionModel, ckpt: Checkpoint) -> None:
+def _check_stride(model: Detector, ckpt: Checkpoint) -> None:
     if ckpt.stride and [float(s) for s in ckpt.stride] != model.stride.tolist():
         raise UserError(
             f"{ckpt.path}: the checkpoint's strides {ckpt.stride} differ from the model's {model.stride.tolist()}"
