@@ -63,6 +63,23 @@ def _pickle(folder: Path, name: str, obj: object, protocol: int = 2) -> Path:
     return folder / name
 
 
+def pickle_text(text: str) -> bytes:
+    """A str as the BINUNICODE opcode, for pickles written by hand."""
+    return b"X" + len(text.encode()).to_bytes(4, "little") + text.encode()
+
+
+def archive_with_pickle(folder: Path, name: str, data: bytes) -> Path:
+    """A torch.save archive whose data.pkl is ``data``: pickles written as opcodes, so that the
+    globals they name need not exist in this process (ultralytics is a test-only install)."""
+    return _rewrite(folder, name, lambda member, b: data if member.endswith("data.pkl") else b)
+
+
+def _named_call(folder: Path, module: str, name: str, arg: str) -> Path:
+    """``{'model': module.name(arg)}``."""
+    call = b"c" + f"{module}\n{name}\n".encode() + pickle_text(arg) + b"\x85R"
+    return archive_with_pickle(folder, "a.pt", b"\x80\x02}" + pickle_text("model") + call + b"s.")
+
+
 def _param(data: object) -> _Call:
     return _Call(torch._utils._rebuild_parameter, data, False, collections.OrderedDict())
 
@@ -78,6 +95,15 @@ CHECKPOINTS: dict[str, tuple[Maker, str]] = {
     "torch.hub.load gadget": (lambda d: _save(d, "a.pt", {"model": _Call(torch.hub.load, "x/y", "z")}), "torch.hub.load"),
     "torch.load gadget": (lambda d: _save(d, "a.pt", {"model": _Call(torch.load, str(d / "x.pt"))}), "torch.serialization.load"),
     "torch.jit.load gadget": (lambda d: _save(d, "a.pt", {"model": _Call(torch.jit.load, str(d / "x.pt"))}), "torch.jit"),
+    # ultralytics: its model classes become records, but records are never called, and its
+    # other code (downloads, loaders) is refused by name
+    "ultralytics.utils callable": (lambda d: _named_call(d, "ultralytics.utils.downloads", "safe_download", _touch(d)),
+                                   "import ultralytics.utils.downloads.safe_download"),
+    "ultralytics.nn.tasks loader called": (lambda d: _named_call(d, "ultralytics.nn.tasks", "torch_safe_load", "x.pt"),
+                                           "asks to call ultralytics.nn.tasks.torch_safe_load"),
+    "ultralytics args namespace called with arguments": (
+        lambda d: _named_call(d, "ultralytics.utils", "IterableSimpleNamespace", _touch(d)),
+        "asks to call ultralytics.utils.IterableSimpleNamespace"),
     # torch's own rebuilders fed the wrong things
     "Parameter wrapping a string": (lambda d: _save(d, "a.pt", {"model": {"model.0.conv.weight": _param("abc")}}), "not what it claims"),
     "Parameter wrapping a dict": (lambda d: _save(d, "a.pt", {"model": {"model.0.conv.weight": _param({"a": 1})}}), "not what it claims"),

@@ -192,3 +192,25 @@ def test_missing_and_corrupt_files(tmp_path: Path) -> None:
     cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     with pytest.raises(UserError, match="cut.pt"):
         load_model(weights=cut)
+
+
+# ---- ultralytics' metadata (the models themselves: test_ultralytics_checkpoints.py) ----------
+
+
+def test_class_names_as_a_dict_are_read_in_index_order(tmp_path: Path) -> None:
+    standin = y5.randomize(y5.DetectionModel(fork_cfg(None, nc=12)))
+    standin.names = {i: f"class{i}" for i in range(12)}  # as a string, 10 sorts before 2
+    assert load_model(weights=saved(tmp_path, standin)).names == [f"class{i}" for i in range(12)]
+
+
+def test_ultralytics_args_namespace_is_an_inert_record(tmp_path: Path) -> None:
+    """The trainer's arguments pickle as ``IterableSimpleNamespace()`` then its state: read as an
+    empty record filled with plain data (ultralytics need not be installed)."""
+    from hostile import archive_with_pickle, pickle_text
+
+    from attn_deploy.models.checkpoint import Record, safe_load
+
+    ns = b"cultralytics.utils\nIterableSimpleNamespace\n)R}" + pickle_text("imgsz") + b"M\x80\x02sb"
+    path = archive_with_pickle(tmp_path, "args.pt", b"\x80\x02}" + pickle_text("args") + ns + b"s.")
+    args = safe_load(path)["args"]
+    assert isinstance(args, Record) and args.get("imgsz") == 640 and args.class_name == "IterableSimpleNamespace"
