@@ -39,7 +39,11 @@ _API = {
     "AttnDeployError": "attn_deploy.errors", "UserError": "attn_deploy.errors", "GateFailed": "attn_deploy.errors",
 }
 
-__all__ = ["__version__", *_API]
+__all__ = [
+    "AttnDeployError", "BuildOptions", "CalibOptions", "ExportSpec", "GateFailed", "Gates", "NmsOptions",
+    "ParityOptions", "ShipOptions", "ShipResult", "UserError", "__version__", "build_engine", "calibrate",
+    "check_parity", "export_model", "lint_onnx", "load_model", "runner_for", "ship",
+]
 
 if TYPE_CHECKING:  # for type checkers and editors; at run time the names load lazily
     from attn_deploy.calib.calibrate import CalibOptions, calibrate

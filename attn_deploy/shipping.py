@@ -78,7 +78,8 @@ class ShipOptions:
         s = self.imgsz
         if isinstance(s, int) and not isinstance(s, bool):
             return s, s
-        if isinstance(s, (tuple, list)) and len(s) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in s):
+        pair = isinstance(s, (tuple, list)) and len(s) == 2
+        if pair and all(isinstance(v, int) and not isinstance(v, bool) for v in s):
             return int(s[0]), int(s[1])
         raise UserError(f"imgsz must be N or (H, W), not {str(s)[:40]!r}")
 
@@ -140,7 +141,7 @@ class ShipResult:
             "output": str(self.output), "deployable": self.deployable.name if self.deployable else None,
             "tensorrt": self.tensorrt, "failed": self.failed, "exit_code": self.exit_code,
             "steps": [s.to_dict() for s in self.steps], "artefacts": self.artefacts(),
-            "options": asdict(self.options),
+            "options": {**asdict(self.options), "imgsz": list(self.options.size)},
         }
 
 
@@ -251,7 +252,8 @@ def _build(src: Path, result: ShipResult, step: Step, say: Say) -> Path:
     say(f"building the TensorRT engine from {src.name}")
     r = build_engine(src, src.with_suffix(".engine"), BuildOptions(result.options.precision))
     result.build = r
-    step.status, step.why = "pass", f"TensorRT {r.sidecar['tensorrt']}; {r.sidecar['plan']['note'] or result.options.precision}"
+    plan = r.sidecar["plan"]["note"] or result.options.precision
+    step.status, step.why = "pass", f"TensorRT {r.sidecar['tensorrt']}; {plan}"
     step.artefacts = [r.engine.name, f"{r.engine.name}.json"]
     return r.engine
 
@@ -263,11 +265,13 @@ def _parity(net: Any, target: Path, result: ShipResult, step: Step, say: Say) ->
     opts = result.options
     po = ParityOptions(opts.data, opts.size, opts.max_images, opts.on_error,
                        Gates(opts.min_agreement, opts.max_map_drop), examples=6)
-    r = check_parity(net, runner_for(target), target.name, po, progress=lambda n, total: say(f"parity: {n}/{total} images"))
+    r = check_parity(net, runner_for(target), target.name, po,
+                     progress=lambda n, total: say(f"parity: {n}/{total} images"))
     result.parity = r
     d = r.detections.agreement
+    drop = r.map_drop
     ok = f"agreement {d:.4f} >= {opts.min_agreement:g}" + (
-        f", mAP50-95 drop {r.map_drop:.2f} <= {opts.max_map_drop:g}" if r.map_drop is not None else ", no labels: mAP not gated")
+        f", mAP50-95 drop {drop:.2f} <= {opts.max_map_drop:g}" if drop is not None else ", no labels: mAP not gated")
     _judge(step, r.passed, r.failures(), ok, [])
     if r.skipped:
         step.why += f" ({r.images} of {r.requested} images: {len(r.skipped)} unreadable)"
@@ -285,7 +289,8 @@ def _report(net: Any, result: ShipResult, step: Step, say: Say) -> None:
             write_report(result.output, _page(result, net), doc)
     except OSError as e:
         raise UserError(f"cannot write the report in {result.output}: {e.strerror or e}") from None
-    step.status, step.why = "pass", "the steps, " + ("calib's accuracy table, " if result.calib else "") + "the parity page"
+    calib = "calib's accuracy table, " if result.calib else ""
+    step.status, step.why = "pass", f"the steps, {calib}the parity page"
     step.artefacts = ["report.html", "report.json"]
 
 
@@ -294,7 +299,7 @@ def _page(result: ShipResult, net: Any) -> Any:
     from attn_deploy.htmlreport.pages import calib_page, parity_page
 
     page = parity_page(result.parity, list(net.names))
-    page.title = f"ship: {result.model} ({result.precision}) -> {result.deployable.name if result.deployable else '-'}"
+    page.title = f"ship: {result.model} ({result.precision}) -> {result.deployable.name if result.deployable else ''}"
     text = "Every artefact lies beside this page with its sidecar; ship.json holds the same summary."
     page.sections.insert(0, Section("Steps", text, [from_rich(steps_table(result))]))
     if result.calib is not None:
@@ -307,15 +312,18 @@ def steps_table(result: ShipResult) -> Any:
     from rich.markup import escape
     from rich.table import Table
 
-    shown = {"pass": "[green]pass[/]", "fail": "[red]FAIL[/]", "skipped": "[yellow]skipped[/]", "not run": "[dim]not run[/]"}
+    shown = {"pass": "[green]pass[/]", "fail": "[red]FAIL[/]", "skipped": "[yellow]skipped[/]",
+             "not run": "[dim]not run[/]"}
     t = Table(title=escape(f"ship {result.model} ({result.precision}) -> {result.output}"))
     for col in ("step", "result", "why", "artefacts"):
         t.add_column(col, overflow="fold", no_wrap=col in ("step", "result"))
     for s in result.steps:
         t.add_row(s.name, shown.get(s.status, s.status), escape(s.why), escape(", ".join(s.artefacts)))
-    verdict = ("[green]PASS[/]", f"deployable: {result.deployable.name}" if result.deployable else "") if result.passed \
-        else ("[red]FAIL[/]", f"stopped at {result.failed} (exit {result.exit_code})")
-    t.add_row("verdict", verdict[0], escape(verdict[1]), "")
+    if result.passed:
+        name = result.deployable.name if result.deployable else ""
+        t.add_row("verdict", "[green]PASS[/]", escape(f"deployable: {name}"), "")
+    else:
+        t.add_row("verdict", "[red]FAIL[/]", escape(f"stopped at {result.failed} (exit {result.exit_code})"), "")
     return t
 
 
@@ -346,7 +354,8 @@ def _check_options(opts: ShipOptions) -> None:
         raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, not {opts.precision!r}")
     ExportSpec(opts.size, opts.batch, opts.dynamic, opts.opset).check()
     if opts.precision != "fp32" and opts.data is None:
-        raise UserError(f"--precision {opts.precision} needs --data (calibration images, and the images parity checks on)")
+        raise UserError(f"--precision {opts.precision} needs --data",
+                        "calibration images, and the images parity checks on")
     if opts.precision != "fp32" and opts.dynamic:
         raise UserError(f"--precision {opts.precision} needs a fixed input size (calib measures a static graph)",
                         "drop --dynamic, or ship fp32")
@@ -364,7 +373,8 @@ def _check_folder(folder: Path, force: bool) -> Path:
     if folder.exists() and not folder.is_dir():
         raise UserError(f"cannot write into {folder}: it is a file (ship writes a folder)")
     if folder.is_dir() and any(folder.iterdir()) and not force:
-        raise UserError(f"output folder {folder} is not empty", "choose another with -o, or pass --force to write into it")
+        raise UserError(f"output folder {folder} is not empty",
+                        "choose another with -o, or pass --force to write into it")
     base = folder
     while not base.exists() and base != base.parent:  # where mkdir will start
         base = base.parent
