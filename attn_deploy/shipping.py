@@ -365,13 +365,17 @@ def _check_options(opts: ShipOptions) -> None:
         raise UserError("calib_images and max_images must be at least 1")
     if len(opts.exclude) > 1 and ("auto" in opts.exclude or "none" in opts.exclude):
         raise UserError("--exclude auto and none stand alone")
+    if opts.exclude not in (("auto",), ("none",)):
+        from attn_deploy.calib.groups import compile_patterns
+
+        compile_patterns(list(opts.exclude))  # a broken pattern is refused now, not after the export
 
 
 def _check_folder(folder: Path, force: bool) -> Path:
     """The output folder: refused when it is a file, not empty (without ``force``), or cannot
     be made or written."""
     if folder.exists() and not folder.is_dir():
-        raise UserError(f"cannot write into {folder}: it is a file (ship writes a folder)")
+        raise UserError(f"cannot write into {folder}: it exists and is not a folder")
     if folder.is_dir() and any(folder.iterdir()) and not force:
         raise UserError(f"output folder {folder} is not empty",
                         "choose another with -o, or pass --force to write into it")

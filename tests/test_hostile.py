@@ -184,6 +184,26 @@ BAD_INVOCATIONS = [
     (["bench", "--compare", "yolov5n", "m.onnx", "--imgsz", "64", "--iterations", "1", "--warmup", "0", "-o", "/proc/b"],
      "cannot write"),
     (["bench", "yolov5n", "yolov5s"], "--compare"),
+    # ship (refused before the model is exported: nothing is written)
+    (["ship", "--model", "yolov5q-zz", "--precision", "fp32"], "unknown model"),
+    (["ship", "--weights", "missing.pt", "--precision", "fp32"], "not found"),
+    (["ship", "--model", "yolov5n", "--precision", "int8"], "needs --data"),
+    (["ship", "--model", "yolov5n", "--precision", "int4"], "--precision"),
+    (["ship", "--model", "yolov5n", "--data", "bad", "--imgsz", "64"], "no usable image"),
+    (["ship", "--model", "yolov5n", "--data", "bad", "--imgsz", "64", "--on-error", "fail"], "--on-error skip"),
+    (["ship", "--model", "yolov5n", "--data", "noimages"], "no images"),
+    (["ship", "--model", "yolov5n", "--data", "missing"], "not found"),
+    (["ship", "--model", "yolov5n", "--data", "bad", "--dynamic"], "fixed input size"),
+    (["ship", "--model", "yolov5n", "--precision", "fp32", "--imgsz", "100"], "stride"),
+    (["ship", "--model", "yolov5n", "--precision", "fp32", "--batch", "0"], "--batch"),
+    (["ship", "--model", "yolov5n", "--precision", "fp32", "--max-images", "0"], "--max-images"),
+    (["ship", "--model", "yolov5n", "--precision", "fp32", "--min-agreement", "2"], "--min-agreement"),
+    (["ship", "--model", "yolov5n", "--data", "bad", "--exclude", "auto", "--exclude", "x"], "stand alone"),
+    (["ship", "--model", "yolov5n", "--precision", "int8", "--data", "bad", "--exclude", "["], "not a regular expression"),
+    (["ship", "--model", "yolov5n", "--precision", "fp32", "-o", "m.onnx"], "not a folder"),
+    (["ship", "--model", "yolov5n", "--precision", "fp32", "-o", "fifo.onnx"], "not a folder"),
+    (["ship", "--model", "yolov5n", "--precision", "fp32", "-o", "bad"], "not empty"),
+    (["ship", "--model", "yolov5n", "--precision", "fp32", "-o", "/proc/x"], "cannot write"),
 ]
 
 

@@ -117,6 +117,26 @@ def test_readme_python_example_runs_as_written(shapes: Path, tmp_path: Path, no_
     assert {f"{NAME}.fp16.onnx", f"{NAME}.fp16.json", "report.html"} <= {p.name for p in (tmp_path / f"{NAME}-ship").iterdir()}
 
 
+def test_bad_input_met_on_the_way_is_recorded_then_refused(shapes: Path, tmp_path: Path, no_trt: None,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Calibration images that fail only when calib reads them (stood in for): exit 2 in one
+    line, and ship.json says where the run stopped; what was written before is whole."""
+    from attn_deploy.errors import UserError
+
+    def unreadable(*_args: Any, **_kwargs: Any) -> None:
+        raise UserError("no readable calibration images in shapes/images/train")
+
+    monkeypatch.setattr("attn_deploy.calib.calibrate.calibrate", unreadable)
+    out = tmp_path / "halted"
+    r = ship("--model", "yolov5n", "--imgsz", "64", "--data", str(shapes), "--precision", "fp16", "-o", str(out))
+    assert r.exit_code == 2 and r.stdout == ""
+    assert r.stderr.strip().splitlines()[-1] == "attn-deploy: error: no readable calibration images in shapes/images/train"
+    doc = summary(out)
+    assert doc["status"] == {"export": "pass", "calib": "fail", "build": "not run", "parity": "not run", "report": "not run"}
+    assert doc["failed"] == "calib" and doc["exit_code"] == 2 and "no readable" in doc["steps"][1]["why"]
+    assert {p.name for p in out.iterdir()} == {"yolov5n.onnx", "yolov5n.json", "ship.json"}
+
+
 def _fake_build(onnx_path: Any, output: Any, opts: Any) -> Any:
     """TensorRT's build stood in for: the 'engine' is the ONNX's bytes (run by ONNX Runtime)."""
     from attn_deploy.engines.build import BuildResult
@@ -175,7 +195,7 @@ def test_real_tensorrt_engine(shapes: Path, tmp_path: Path, precision: str) -> N
 @pytest.mark.parametrize("args,needle", [
     (["--weights", "missing.pt", "--precision", "fp32"], "weights file not found: missing.pt"),
     (["--weights", str(DEMO), "--data", "bad", "--imgsz", "320"], "no usable image"),
-    (["--weights", str(DEMO), "--precision", "fp32", "-o", "afile"], "it is a file"),
+    (["--weights", str(DEMO), "--precision", "fp32", "-o", "afile"], "it exists and is not a folder"),
     (["--weights", str(DEMO), "--precision", "fp32", "-o", "used"], "is not empty"),
     (["--weights", str(DEMO), "--precision", "int8"], "needs --data"),
     (["--weights", str(DEMO), "--data", "bad", "--dynamic"], "needs a fixed input size"),
