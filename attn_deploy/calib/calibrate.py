@@ -31,6 +31,13 @@ Progress = Callable[[str], None]
 
 @dataclass(frozen=True)
 class CalibOptions:
+    """``calib``'s options: ``precision`` int8 or fp16; ``data`` the calibration images (a folder,
+    or a data.yaml's train split) and ``images`` how many; ``method`` max or entropy; ``exclude``
+    auto (measure), none, or node-name patterns; ``val`` the validation images (default: the
+    data.yaml's val split); ``max_map_drop`` the budget (mAP50-95 points, disagreement % without
+    labels); ``output`` (default FILE.int8.onnx / FILE.fp16.onnx); ``cache`` a TensorRT
+    calibration cache to write too."""
+
     precision: str = "int8"
     data: str | Path | None = None
     images: int = 64
@@ -68,6 +75,9 @@ class CalibResult:
     @property
     def passed(self) -> bool:
         return self.damage <= self.budget and self.lint_passed
+
+    def __bool__(self) -> bool:
+        return self.passed
 
     def failures(self) -> list[str]:
         out = [] if self.damage <= self.budget else [f"damage {self.damage:.2f} > budget {self.budget:g}"]
@@ -111,6 +121,9 @@ class Trials:
 
 
 def calibrate(src_path: str | Path, opts: CalibOptions, progress: Progress = lambda _: None) -> CalibResult:
+    """An FP16 or INT8 (Q/DQ) ONNX from the float32 one at ``src_path``, measured on validation
+    images against it; written with its sidecar (and chart, cache) whole or not at all, even
+    over the budget. The result is truthy when it met the budget and the output passed lint."""
     src = Path(src_path)
     if not src.is_file():
         raise UserError(f"ONNX file not found: {src}")

@@ -81,6 +81,10 @@ def parse_shape(text: str) -> Shape:
 
 @dataclass(frozen=True)
 class BuildOptions:
+    """``build``'s options: ``precision`` fp32, fp16, int8 or best (for a float32 ONNX; one that
+    states its precision is built strongly typed), builder workspace, (min, opt, max) shapes for
+    a dynamic input, timing cache, DLA core and GPU fallback, an implicit-INT8 cache."""
+
     precision: str = "fp32"
     workspace_gib: float | None = None
     shapes: tuple[Shape, Shape, Shape] | None = None  # min, opt, max for a dynamic input
@@ -123,6 +127,8 @@ def input_profile(model: onnx.ModelProto, shapes: tuple[Shape, Shape, Shape] | N
 
 
 def build_engine(onnx_path: str | Path, output: str | Path | None, opts: BuildOptions) -> BuildResult:
+    """A TensorRT engine from ``onnx_path`` (default output: beside it, ``.engine``) and its
+    sidecar ``.engine.json``; a UserError when TensorRT is missing or refuses the graph."""
     from attn_deploy.onnxfile import read_onnx
 
     src = Path(onnx_path)

@@ -28,6 +28,8 @@ TOPK_LIMIT = 3840  # TensorRT's TopK needs K below this
 
 @dataclass(frozen=True)
 class NmsOptions:
+    """``export --nms``: detections kept per image, the IoU above which boxes are suppressed, the minimum score."""
+
     topk: int = 100
     iou_thres: float = 0.45
     conf_thres: float = 0.25

@@ -34,6 +34,8 @@ RANDOM_IMAGES = 8
 
 @dataclass(frozen=True)
 class Gates:
+    """What a candidate must meet: detection agreement, and the mAP50-95 drop when labels are given."""
+
     min_agreement: float = 0.95  # matched / (matched + missed + extra) at IoU >= 0.9
     max_map_drop: float = 0.5  # mAP50-95 points (of 100), checked when labels are given
 
@@ -109,6 +111,11 @@ class Example:
 
 @dataclass(frozen=True)
 class ParityOptions:
+    """``parity``'s options: ``data`` (a folder, an image or a data.yaml's val split; None: random
+    images), ``imgsz`` for a candidate with dynamic H, W, ``max_images``, ``on_error`` (skip or
+    fail on unreadable images), the ``gates``, the tensor tolerances, and how many ``examples``
+    to keep for a report."""
+
     data: str | Path | None = None
     imgsz: tuple[int, int] | None = None
     max_images: int | None = None
