@@ -111,7 +111,7 @@ class ShipResult:
     tensorrt: str | None
     options: ShipOptions
     steps: list[Step] = field(default_factory=lambda: [Step(n) for n in STEPS])
-    deployable: Path | None = None
+    candidate: Path | None = None  # what parity judges: the engine, or else the checked ONNX
     failed: str | None = None
     exit_code: int = 0
     export: Any = None
@@ -126,6 +126,11 @@ class ShipResult:
     def __bool__(self) -> bool:
         return self.passed
 
+    @property
+    def deployable(self) -> Path | None:
+        """The candidate once every gate passed; None before, or when one failed."""
+        return self.candidate if self.passed else None
+
     def step(self, name: str) -> Step:
         return next(s for s in self.steps if s.name == name)
 
@@ -138,7 +143,8 @@ class ShipResult:
     def to_dict(self) -> dict[str, Any]:
         return {
             "attn_deploy": __version__, "passed": self.passed, "model": self.model, "precision": self.precision,
-            "output": str(self.output), "deployable": self.deployable.name if self.deployable else None,
+            "output": str(self.output), "candidate": self.candidate.name if self.candidate else None,
+            "deployable": self.deployable.name if self.deployable else None,
             "tensorrt": self.tensorrt, "failed": self.failed, "exit_code": self.exit_code,
             "steps": [s.to_dict() for s in self.steps], "artefacts": self.artefacts(),
             "options": {**asdict(self.options), "imgsz": list(self.options.size)},
@@ -181,11 +187,9 @@ def _pipeline(result: ShipResult, net: Any, say: Say) -> None:
     target = _timed(result, "build", lambda step: _build(graph, result, step, say)) if graph else None
     if target is None:
         return
-    result.deployable = target
+    result.candidate = target
     _timed(result, "parity", lambda step: _parity(net, target, result, step, say))
-    _timed(result, "report", lambda step: _report(net, result, step, say))
-    if result.step("parity").status == "fail":
-        result.failed, result.exit_code = "parity", 1
+    _timed(result, "report", lambda step: _report(net, result, step, say))  # pass or fail: then it is needed
 
 
 def _timed(result: ShipResult, name: str, work: Callable[[Step], Path | None]) -> Path | None:
@@ -201,7 +205,7 @@ def _timed(result: ShipResult, name: str, work: Callable[[Step], Path | None]) -
         raise
     finally:
         step.seconds = time.perf_counter() - start
-    if step.status == "fail" and name != "parity":  # parity's failure still gets its report
+    if step.status == "fail":
         result.failed, result.exit_code = name, 1
         return None
     return out
@@ -281,6 +285,9 @@ def _report(net: Any, result: ShipResult, step: Step, say: Say) -> None:
     from attn_deploy.htmlreport import write_report
 
     say("writing the report")
+    calib = "calib's accuracy table, " if result.calib else ""
+    step.status, step.why = "pass", f"the steps, {calib}the parity page"  # as the page shows it
+    step.artefacts = ["report.html", "report.json"]
     doc = {"ship": result.to_dict(), "calib": result.calib.to_dict() if result.calib else None,
            "parity": result.parity.to_dict()}
     try:
@@ -289,9 +296,6 @@ def _report(net: Any, result: ShipResult, step: Step, say: Say) -> None:
             write_report(result.output, _page(result, net), doc)
     except OSError as e:
         raise UserError(f"cannot write the report in {result.output}: {e.strerror or e}") from None
-    calib = "calib's accuracy table, " if result.calib else ""
-    step.status, step.why = "pass", f"the steps, {calib}the parity page"
-    step.artefacts = ["report.html", "report.json"]
 
 
 def _page(result: ShipResult, net: Any) -> Any:
@@ -299,7 +303,7 @@ def _page(result: ShipResult, net: Any) -> Any:
     from attn_deploy.htmlreport.pages import calib_page, parity_page
 
     page = parity_page(result.parity, list(net.names))
-    page.title = f"ship: {result.model} ({result.precision}) -> {result.deployable.name if result.deployable else ''}"
+    page.title = f"ship: {result.model} ({result.precision}) -> {result.candidate.name if result.candidate else ''}"
     text = "Every artefact lies beside this page with its sidecar; ship.json holds the same summary."
     page.sections.insert(0, Section("Steps", text, [from_rich(steps_table(result))]))
     if result.calib is not None:

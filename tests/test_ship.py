@@ -96,9 +96,24 @@ def test_a_failed_gate_stops_the_run_with_exit_1(shapes: Path, tmp_path: Path, n
     assert re.search(r"^attn-deploy: ship stopped at calib: damage \d+\.\d+ > budget 0$", r.stderr, re.MULTILINE), r.stderr
     doc = summary(out)
     assert doc["status"] == {"export": "pass", "calib": "fail", "build": "not run", "parity": "not run", "report": "not run"}
-    assert not doc["passed"] and doc["failed"] == "calib" and doc["exit_code"] == 1 and doc["deployable"] is None
+    assert not doc["passed"] and doc["failed"] == "calib" and doc["exit_code"] == 1 and doc["candidate"] is None
     files = {p.name for p in out.iterdir()}  # what ran is all there, whole; no report of a parity never run
     assert files == {f"{NAME}.onnx", f"{NAME}.json", f"{NAME}.int8.onnx", f"{NAME}.int8.json", "ship.json"}
+
+
+def test_a_failed_parity_gate_still_writes_its_report(shapes: Path, tmp_path: Path, no_trt: None) -> None:
+    out = tmp_path / "naive"
+    # everything in INT8 is within calib's mAP budget on these images, but its detections
+    # agree with PyTorch's far under the default agreement gate (0.73 on all 8)
+    r = ship("--weights", str(DEMO), "--data", str(shapes), "--precision", "int8", "--imgsz", "320", "--exclude", "none",
+             "--calib-images", "8", "--max-images", "4", "-o", str(out))
+    assert r.exit_code == 1, r.stderr
+    assert re.search(r"^attn-deploy: ship stopped at parity: detection agreement 0\.\d+ < 0\.95", r.stderr, re.MULTILINE)
+    doc = summary(out)
+    assert doc["status"] == {"export": "pass", "calib": "pass", "build": "skipped", "parity": "fail", "report": "pass"}
+    assert doc["failed"] == "parity" and doc["candidate"] == f"{NAME}.int8.onnx" and doc["deployable"] is None
+    report = json.loads((out / "report.json").read_text())
+    assert report["ship"]["failed"] == "parity" and not report["parity"]["passed"] and (out / "report.html").is_file()
 
 
 def test_readme_python_example_runs_as_written(shapes: Path, tmp_path: Path, no_trt: None,
