@@ -38,16 +38,21 @@ OWN_ATTENTION = {"yolov8": [], "yolo11": [10], "yolo12": [6, 8], "yolo26": [10, 
 
 
 def lively(net: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Random class biases, so that a freshly initialised head scores some anchors above the
-    thresholds and NMS and top-k have something to choose between."""
+    """A freshly initialised detector scores every anchor alike (its activations shrink layer
+    by layer to nothing), which leaves NMS and top-k only ties to choose between. BatchNorm
+    gains of 2 keep the activations alive, larger last-layer weights make boxes and scores
+    differ from anchor to anchor, and spread class biases put some scores above the thresholds."""
     g = torch.Generator().manual_seed(seed)
     det = net.detect
-    branches = [det.cv3] + ([det.one2one_cv3] if det.end2end else [])
     with torch.no_grad():
-        for cls in branches:
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.fill_(2.0)
+        for box, cls in [(det.cv2, det.cv3)] + ([(det.one2one_cv2, det.one2one_cv3)] if det.end2end else []):
+            for seq in (*box, *cls):
+                seq[-1].weight.mul_(10)
             for seq in cls:
-                seq[-1].bias.copy_(torch.randn(seq[-1].bias.shape, generator=g) * 3)
-                seq[-1].weight.mul_(50)
+                seq[-1].bias.copy_(torch.randn(seq[-1].bias.shape, generator=g) * 2)
     return net
 
 
@@ -104,7 +109,7 @@ def test_dynamic_export_runs_at_other_sizes_and_batches(tmp_path: Path) -> None:
 
 
 def test_nms_graph_matches_numpy_nms_on_the_anchor_free_output(tmp_path: Path) -> None:
-    net = lively(create_model("yolov8n"))
+    net = lively(create_model("yolov8n", nc=3))
     r = export_model(net, tmp_path / "e2e.onnx", ExportSpec((128, 128), batch=2), nms=NmsOptions(topk=50))
     assert r.passed and r.parity.checks["nms: same detections and classes"]
     x = random_images(2, 128, 128, 5)
@@ -114,9 +119,13 @@ def test_nms_graph_matches_numpy_nms_on_the_anchor_free_output(tmp_path: Path) -
     for i in range(2):
         want = multiclass_nms(layouts.as_rows(raw, layouts.ANCHOR_FREE)[i], 0.45, 0.25, 50)
         n = int(got["num_dets"][i, 0])
-        assert n == len(want) > 0
-        np.testing.assert_allclose(got["det_scores"][i, :n], want.scores, atol=1e-5)
-        assert (got["det_classes"][i, :n] == want.classes).all()
+        assert n == len(want) > 10
+        key = lambda b, c, s: np.lexsort((b[:, 1].round(2), b[:, 0].round(2), c, -s.round(5)))  # noqa: E731
+        order, mine = key(want.boxes, want.classes, want.scores), key(
+            got["det_boxes"][i, :n], got["det_classes"][i, :n], got["det_scores"][i, :n])
+        np.testing.assert_allclose(got["det_scores"][i, :n][mine], want.scores[order], atol=1e-5)
+        np.testing.assert_allclose(got["det_boxes"][i, :n][mine], want.boxes[order], atol=1e-2)
+        assert (got["det_classes"][i, :n][mine] == want.classes[order]).all()
 
 
 def two_stage_topk(decoded: np.ndarray, k: int) -> np.ndarray:
@@ -137,7 +146,7 @@ def two_stage_topk(decoded: np.ndarray, k: int) -> np.ndarray:
 
 
 def test_end_to_end_head_is_the_two_stage_topk_of_the_one_to_one_branch(tmp_path: Path) -> None:
-    net = lively(create_model("yolo26n"))
+    net = lively(create_model("yolo26n", nc=3))
     x = torch.from_numpy(random_images(2, 160, 192, 1))
     with torch.no_grad():
         net.detect.use_one2one = True
@@ -147,9 +156,12 @@ def test_end_to_end_head_is_the_two_stage_topk_of_the_one_to_one_branch(tmp_path
         got = net(x).numpy()
     assert got.shape == (2, 40, 6) and head_of(net).layout == layouts.END2END
     want = two_stage_topk(decoded, 40)
-    np.testing.assert_allclose(got[..., 4], want[..., 4], atol=1e-6)
-    np.testing.assert_allclose(got[..., :4], want[..., :4], atol=1e-3)
-    assert (got[..., 5] == want[..., 5]).all()
+    np.testing.assert_allclose(got[..., 4], want[..., 4], atol=1e-6)  # the same ranking
+    for g, w in zip(got, want):  # equal scores come in either order, and tie at the cut: above it, as sets
+        g, w = g[g[:, 4] > w[-1, 4] + 1e-6], w[w[:, 4] > w[-1, 4] + 1e-6]
+        order = lambda r: np.lexsort((r[:, 1].round(2), r[:, 0].round(2), r[:, 5], -r[:, 4].round(5)))  # noqa: E731
+        assert len(g) == len(w) > 20
+        np.testing.assert_allclose(g[order(g)], w[order(w)], atol=1e-3)
 
     r = export_model(net, tmp_path / "nf.onnx", ExportSpec((160, 192), batch=2, dynamic=True))
     assert r.passed and r.parity.checks["end-to-end top-k: same detections and classes"]
@@ -158,7 +170,7 @@ def test_end_to_end_head_is_the_two_stage_topk_of_the_one_to_one_branch(tmp_path
     assert side["outputs"][0]["shape"] == ["batch", 40, 6]
     ours = OnnxrtRunner(tmp_path / "nf.onnx").run({"images": x.numpy()})["output0"]
     np.testing.assert_allclose(ours[..., 4], got[..., 4], atol=1e-5)
-    fresh = match_sidecar(create_model("yolo26n"), side)  # what parity does with the sidecar
+    fresh = match_sidecar(create_model("yolo26n", nc=3), side)  # what parity does with the sidecar
     assert fresh.detect.max_det == 40
 
 
@@ -189,7 +201,7 @@ def test_calib_candidate_groups_include_the_families_own_attention() -> None:
     net = create_model("yolo11n-se", nc=3)
     model = onnx.load_from_string(torch_to_onnx(net, ExportSpec((64, 64), 1)))
     groups = candidate_groups(model, layer_table(net, model))
-    assert [g.name for g in groups] == ["model.0 Conv", "model.9 SE", "model.11 C2PSA", "model.24 Detect"]
+    assert [g.name for g in groups] == ["model.0 Conv", "model.9 SqueezeExcite", "model.11 C2PSA", "model.24 Detect"]
 
 
 @pytest.mark.parametrize("name", ["yolov8n-cbam", "yolo11n", "yolo12n", "yolo26n-ca"])

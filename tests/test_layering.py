@@ -12,7 +12,7 @@ import attn_deploy
 ROOT = Path(attn_deploy.__file__).parent
 LEVEL = {"data": 0, "models": 1, "engines": 2, "parity": 3, "exporter": 3, "calib": 4, "diagnose": 4, "train": 4,
          "report": 5, "htmlreport": 5, "shipping": 5, "cli": 6}
-NEUTRAL = {"__init__", "errors", "files", "sidecar", "onnxfile"}  # read by every layer, import no layer
+NEUTRAL = {"__init__", "errors", "files", "sidecar", "onnxfile", "layouts"}  # read by every layer, import no layer
 # The package's face re-exports the layers' API on first use (PEP 562), above them all; the
 # layers take only __version__ from it, and 'import attn_deploy' loads no layer (test_ship.py).
 FACE = "__init__"
