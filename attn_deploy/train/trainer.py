@@ -1,9 +1,10 @@
-"""A minimal YOLOv5 training loop: enough to make a real detector on a CPU, nothing more.
+"""A minimal YOLO training loop: enough to make a real detector on a CPU, nothing more.
 
 What YOLOv5's train.py does that matters at this scale is kept: its loss and target
-assignment (``loss.py``), bias priors, no weight decay on biases and BatchNorm, linear
-warm-up, an exponential moving average of the weights (evaluated and saved, as YOLOv5 saves
-``ema``), and validation with the COCO evaluator. Left out: mosaic, mixup, HSV jitter,
+assignment (``loss.py``; anchor-free models get the task-aligned loss of ``tal.py``), bias
+priors, no weight decay on biases and BatchNorm, linear warm-up, an exponential moving
+average of the weights (evaluated and saved, as YOLOv5 saves ``ema``), and validation with
+the COCO evaluator. Left out: mosaic, mixup, HSV jitter,
 multi-scale, anchor evolution, AMP, DDP. Images are letterboxed once by the same loader
 that parity and calibration use, kept in memory, and flipped at random.
 """
@@ -23,10 +24,12 @@ import torch
 from torch import nn
 
 from attn_deploy.data import ImageLoader, load_data
+from attn_deploy.models.anchorfree import AnchorFreeModel
 from attn_deploy.models.yolo import DetectionModel
 from attn_deploy.parity.coco import CocoEvaluator, MapResult
 from attn_deploy.parity.postprocess import MAP_NMS, postprocess
 from attn_deploy.train.loss import LossGains, YoloLoss
+from attn_deploy.train.tal import AnchorFreeLoss
 
 
 @dataclass(frozen=True)
@@ -115,22 +118,43 @@ def evaluate(model: nn.Module, data: Path, imgsz: int, split: str = "val", batch
     ev = CocoEvaluator(len(source.names or []) or model.detect.nc)
     for b in ImageLoader(source, (imgsz, imgsz), batch_size=batch, on_error="fail"):
         pred = model(torch.from_numpy(b.images)).numpy()
+        if isinstance(model, AnchorFreeModel):
+            pred = anchor_free_to_yolov5_layout(pred)
         for placed, lab, det in zip(b.placements, b.labels, postprocess(pred, b.placements, MAP_NMS)):
             ev.add(placed.shape, lab, det)
     return ev.evaluate()
 
 
+def anchor_free_to_yolov5_layout(pred: np.ndarray) -> np.ndarray:
+    """(N, 4 + nc, A) xywh + class probabilities -> YOLOv5's (N, A, 5 + nc) with objectness 1,
+    the layout ``postprocess`` reads today (to go when it takes the layout itself)."""
+    ones = np.ones_like(pred[:, :1])
+    return np.concatenate((pred[:, :4], ones, pred[:, 4:]), 1).transpose(0, 2, 1)
+
+
+LossFn = Callable[..., tuple[torch.Tensor, torch.Tensor]]
+
+
+def make_loss(model: nn.Module, imgsz: int) -> tuple[LossFn, tuple[str, ...]]:
+    """The model's training loss and the names of the three parts it reports."""
+    if isinstance(model, AnchorFreeModel):
+        return AnchorFreeLoss(model.detect, imgsz), ("box", "cls", "dfl")
+    gains = LossGains().scaled(model.detect.nc, imgsz, model.detect.nl)
+    return YoloLoss(model.detect, gains), ("box", "obj", "cls")
+
+
 def train(
-    model: DetectionModel, data: Path, recipe: Recipe, log: Callable[[str], None] = print,
-    after_epoch: Callable[[int, ModelEMA], str] | None = None,
+    model: DetectionModel | AnchorFreeModel, data: Path, recipe: Recipe, log: Callable[[str], None] = print,
+    after_epoch: Callable[[int, ModelEMA], str] | None = None, log_every: int = 0,
 ) -> ModelEMA:
     """Train ``model`` in place on the data.yaml's train split; returns its EMA.
-    ``after_epoch(epoch, ema)`` may return a note for the epoch's log line (e.g. a val mAP)."""
+    ``after_epoch(epoch, ema)`` may return a note for the epoch's log line (e.g. a val mAP);
+    ``log_every`` steps, the epoch's running mean loss is logged too."""
     torch.manual_seed(recipe.seed)
     torch.set_num_threads(recipe.threads)
     rng = np.random.default_rng(recipe.seed)
     images, labels = load_split(data, "train", recipe.imgsz)
-    loss_fn = YoloLoss(model.detect, LossGains().scaled(model.detect.nc, recipe.imgsz, model.detect.nl))
+    loss_fn, part_names = make_loss(model, recipe.imgsz)
     opt = torch.optim.AdamW(param_groups(model, recipe.weight_decay), lr=recipe.lr, betas=(0.9, 0.999))
     ema = ModelEMA(model, recipe.ema_decay, recipe.ema_tau)
     per_epoch = len(images) // recipe.batch
@@ -149,10 +173,13 @@ def train(
             ema.update(model)
             running += parts
             step += 1
-        box, obj, cls = (running / per_epoch).tolist()
+            if log_every and (k + 1) % log_every == 0:
+                now = " ".join(f"{n} {v:.4f}" for n, v in zip(part_names, (running / (k + 1)).tolist()))
+                log(f"  epoch {epoch + 1} step {k + 1}/{per_epoch}  {now}  "
+                    f"{time.perf_counter() - start:.0f} s")
+        mean = " ".join(f"{n} {v:.4f}" for n, v in zip(part_names, (running / per_epoch).tolist()))
         note = after_epoch(epoch + 1, ema) if after_epoch else ""
-        log(f"epoch {epoch + 1}/{recipe.epochs}  box {box:.4f} obj {obj:.4f} cls {cls:.4f}  "
-            f"{time.perf_counter() - start:.0f} s  {note}")
+        log(f"epoch {epoch + 1}/{recipe.epochs}  {mean}  {time.perf_counter() - start:.0f} s  {note}")
     return ema
 
 
