@@ -144,6 +144,7 @@ def assert_outputs_match(ours: Tensor, theirs: Tensor, where: str) -> tuple[floa
     return box, score
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", MODELS)
 def test_ultralytics_checkpoint_matches_ultralytics(saved: Callable[[str], Saved], name: str) -> None:
     ref = saved(name)
@@ -158,6 +159,26 @@ def test_ultralytics_checkpoint_matches_ultralytics(saved: Callable[[str], Saved
         cbam = net.model[9]
         assert isinstance(cbam, CBAM) and cbam.spatial is not None and not cbam.spatial.max_first
         assert type(cbam.channel).__name__ == "ChannelFC"  # rebuilt in ultralytics' variant
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [m for m in MODELS if m != "yolov8n"])  # yolov8n-cbam holds its graph
+def test_exported_onnx_matches_ultralytics(saved: Callable[[str], Saved], name: str, tmp_path: Path) -> None:
+    """The loaded model through our exporter, static (640x640, batch 2) and dynamic, run by
+    ONNX Runtime: still ultralytics' outputs. The exporter's own parity check is skipped
+    (``check=False``): this one, against ultralytics, is stricter."""
+    import onnxruntime as ort
+
+    from attn_deploy.exporter import ExportSpec, export_model
+
+    ref = saved(name)
+    static, dynamic = ExportSpec(imgsz=(640, 640), batch=2), ExportSpec(imgsz=(640, 640), batch=2, dynamic=True)
+    for spec, sizes in ((static, ["640x640"]), (dynamic, list(SIZES))):
+        result = export_model(ref.net(), tmp_path / f"{name}.onnx", spec, check=False)
+        session = ort.InferenceSession(result.onnx, providers=["CPUExecutionProvider"])
+        for size in sizes:
+            (out,) = session.run(["output0"], {"images": image(size).numpy()})
+            assert_outputs_match(torch.from_numpy(out), ref.output(size), f"{name}, ONNX ({spec}) at {size}")
 
 
 def test_trainer_checkpoint_prefers_ema_and_reads_train_args(saved: Callable[[str], Saved], tmp_path: Path) -> None:
