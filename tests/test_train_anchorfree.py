@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import copy
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from attn_deploy.data import ImageLoader, load_data
 from attn_deploy.models.anchorfree import build_anchor_free
 from attn_deploy.models.anchorfree.archs import YOLO11, YOLO26
+from attn_deploy.train.shapes import CLASSES, write_dataset
 from attn_deploy.train.tal import AnchorFreeLoss, TaskAlignedAssigner, box_iou_xyxy, dfl_loss
-from attn_deploy.train.trainer import anchor_free_to_yolov5_layout
+from attn_deploy.train.trainer import evaluate
 
 # a 4 x 4 grid of anchor centres, stride 8: x, y in (4, 12, 20, 28)
 POINTS = torch.tensor([[x, y] for y in (4.0, 12.0, 20.0, 28.0) for x in (4.0, 12.0, 20.0, 28.0)])
@@ -95,18 +98,10 @@ def test_dfl_is_gfl_formula_by_hand() -> None:
     assert dfl_loss(logits, torch.tensor([2.0])).item() == pytest.approx(on_bin, abs=1e-6)
 
 
-def test_layout_for_postprocess() -> None:
-    pred = np.arange(2 * 7 * 5, dtype=np.float32).reshape(2, 7, 5)  # 2 images, 3 classes, 5 anchors
-    out = anchor_free_to_yolov5_layout(pred)
-    assert out.shape == (2, 5, 8)
-    assert np.array_equal(out[1, 3, :4], pred[1, :4, 3]) and (out[..., 4] == 1).all()
-    assert np.array_equal(out[0, 2, 5:], pred[0, 4:, 2])
-
-
-def _tiny(cfg: dict) -> torch.nn.Module:
+def _tiny(cfg: dict, nc: int = 3) -> torch.nn.Module:
     """The family's layers at an eighth of the n width (C2PSA keeps one head), ~0.3 M parameters."""
     cfg = {**copy.deepcopy(cfg), "scales": {"t": [0.33, 0.125, 256]}}
-    return build_anchor_free(cfg, "tiny", scale="t", nc=3).train()
+    return build_anchor_free(cfg, "tiny", scale="t", nc=nc).train()
 
 
 @pytest.fixture
@@ -140,3 +135,21 @@ def test_loss_falls_when_fitting_one_batch(cfg: dict, one_thread: None) -> None:
         assert parts.shape == (3,) and torch.isfinite(parts).all()
         assert net.detect.reg_max > 1 or parts[2] == 0  # no DFL term without bins
     assert losses[-1] < 0.5 * losses[0], [round(v, 2) for v in losses]
+
+
+def test_evaluate_reads_the_anchor_free_layout(tmp_path: Path) -> None:
+    """A model whose (N, 4 + nc, anchors) output is the letterboxed ground truth scores mAP 1."""
+    data = write_dataset(tmp_path, train=0, val=3)
+    outputs = []
+    for b in ImageLoader(load_data(data, "val"), (96, 96), batch_size=16, on_error="fail"):
+        out = torch.zeros(len(b.labels), 4 + len(CLASSES), max(len(lab) for lab in b.labels))
+        for i, (placed, lab) in enumerate(zip(b.placements, b.labels)):
+            (h, w), r, (dw, dh) = placed.shape, placed.ratio, placed.pad
+            xywh = lab[:, 1:] * np.array([w * r, h * r, w * r, h * r]) + np.array([dw, dh, 0, 0])
+            out[i, :4, :len(lab)] = torch.from_numpy(xywh.T.astype(np.float32))
+            out[i, 4 + lab[:, 0].astype(int), np.arange(len(lab))] = 0.9
+        outputs.append(out)
+    net = _tiny(YOLO11, nc=len(CLASSES))
+    net.forward = lambda x: outputs.pop(0)
+    result = evaluate(net, data, 96)
+    assert result.map50 == pytest.approx(1.0) and result.map50_95 > 0.95

@@ -25,6 +25,7 @@ from torch import nn
 
 from attn_deploy.data import ImageLoader, load_data
 from attn_deploy.models.anchorfree import AnchorFreeModel
+from attn_deploy.models.heads import head_of
 from attn_deploy.models.yolo import DetectionModel
 from attn_deploy.parity.coco import CocoEvaluator, MapResult
 from attn_deploy.parity.postprocess import MAP_NMS, postprocess
@@ -116,20 +117,12 @@ def evaluate(model: nn.Module, data: Path, imgsz: int, split: str = "val", batch
     model.eval()
     source = load_data(data, split)
     ev = CocoEvaluator(len(source.names or []) or model.detect.nc)
+    layout = head_of(model).layout
     for b in ImageLoader(source, (imgsz, imgsz), batch_size=batch, on_error="fail"):
         pred = model(torch.from_numpy(b.images)).numpy()
-        if isinstance(model, AnchorFreeModel):
-            pred = anchor_free_to_yolov5_layout(pred)
-        for placed, lab, det in zip(b.placements, b.labels, postprocess(pred, b.placements, MAP_NMS)):
+        for placed, lab, det in zip(b.placements, b.labels, postprocess(pred, b.placements, MAP_NMS, layout)):
             ev.add(placed.shape, lab, det)
     return ev.evaluate()
-
-
-def anchor_free_to_yolov5_layout(pred: np.ndarray) -> np.ndarray:
-    """(N, 4 + nc, A) xywh + class probabilities -> YOLOv5's (N, A, 5 + nc) with objectness 1,
-    the layout ``postprocess`` reads today (to go when it takes the layout itself)."""
-    ones = np.ones_like(pred[:, :1])
-    return np.concatenate((pred[:, :4], ones, pred[:, 4:]), 1).transpose(0, 2, 1)
 
 
 LossFn = Callable[..., tuple[torch.Tensor, torch.Tensor]]
