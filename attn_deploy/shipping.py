@@ -62,6 +62,8 @@ class ShipOptions:
     batch: int = 1
     dynamic: bool = False
     opset: int = 17
+    end2end: bool = False  # YOLO26: ship the NMS-free one-to-one head, (N, max_det, 6)
+    max_det: int = 300
     output: str | Path | None = None
     force: bool = False
     max_images: int | None = None
@@ -343,7 +345,9 @@ def _prepare(opts: ShipOptions) -> tuple[Any, Path, str | None]:
     _check_options(opts)
     if opts.output is not None:
         _check_folder(Path(opts.output), opts.force)
-    net = load_model(opts.model, opts.cfg, opts.weights)
+    from attn_deploy.models.heads import set_end2end
+
+    net = set_end2end(load_model(opts.model, opts.cfg, opts.weights), opts.max_det if opts.end2end else None)
     check_imgsz(opts.size, int(net.stride.max()))
     folder = _check_folder(Path(opts.output) if opts.output is not None else Path(f"{net.name}-ship"), opts.force)
     if opts.data is not None:

@@ -193,6 +193,18 @@ def test_anchor_free_family_ships_the_same_way(tmp_path: Path, no_trt: None) -> 
     assert doc["deployable"] == "yolo11n.onnx" and json.loads((out / "yolo11n.json").read_text())["model"] == "yolo11n"
 
 
+def test_yolo26_ships_its_nms_free_head(tmp_path: Path, no_trt: None) -> None:
+    out = tmp_path / "y26"
+    r = ship("--model", "yolo26n", "--imgsz", "320", "--precision", "fp32", "--end2end", "--max-det", "100",
+             "--max-images", "2", "-o", str(out))
+    assert r.exit_code == 0, r.stderr
+    side = json.loads((out / "yolo26n.json").read_text())
+    assert side["output_layout"] == "xyxy_score_cls" and side["outputs"][0]["shape"] == [1, 100, 6]
+    assert summary(out)["status"]["parity"] == "pass"
+    r = ship("--model", "yolo11n", "--end2end", "--precision", "fp32", "-o", str(tmp_path / "no"))
+    assert r.exit_code == 2 and "one-to-one" in r.stderr and not (tmp_path / "no").exists()
+
+
 @pytest.mark.needs_trt
 @pytest.mark.needs_cuda
 @pytest.mark.parametrize("precision", ["fp32", "int8"])

@@ -27,6 +27,8 @@ from attn_deploy.cli.options import (
 @click.option("--imgsz", type=ImageSize(), default="640", show_default=True, help="Input size: N or H,W.")
 @click.option("--batch", type=click.IntRange(1), default=1, show_default=True, help="Batch size of the graph.")
 @click.option("--dynamic", is_flag=True, help="Dynamic batch, height and width (fp32 only: calib needs a fixed size).")
+@click.option("--end2end", is_flag=True, help="YOLO26: the NMS-free one-to-one head, output0 (N, max-det, 6).")
+@click.option("--max-det", type=click.IntRange(1, 3839), default=300, show_default=True, help="With --end2end: detections per image.")
 @click.option("-o", "--output", type=click.Path(), help="Output folder (default ./NAME-ship); must be new or empty.")
 @click.option("--force", is_flag=True, help="Write into a non-empty folder (a previous ship's files there are replaced).")
 @click.option("--max-images", type=click.IntRange(1), help="Parity: use at most N images.")
@@ -43,7 +45,8 @@ from attn_deploy.cli.options import (
 @json_option
 def ship(
     model_name: str | None, cfg: str | None, weights: str | None, data: str | None, precision: str,
-    imgsz: tuple[int, int], batch: int, dynamic: bool, output: str | None, force: bool, max_images: int | None,
+    imgsz: tuple[int, int], batch: int, dynamic: bool, end2end: bool, max_det: int, output: str | None, force: bool,
+    max_images: int | None,
     max_map_drop: float, min_agreement: float, on_error: str, calib_images: int, method: str,
     exclude: tuple[str, ...], as_json: bool,
 ) -> None:
@@ -51,7 +54,8 @@ def ship(
     from attn_deploy.shipping import ShipOptions, steps_table
     from attn_deploy.shipping import ship as run_ship
 
-    opts = ShipOptions(model_name, cfg, weights, data, precision, imgsz, batch, dynamic, output=output, force=force,
+    opts = ShipOptions(model_name, cfg, weights, data, precision, imgsz, batch, dynamic, end2end=end2end, max_det=max_det,
+                       output=output, force=force,
                        max_images=max_images, min_agreement=min_agreement, max_map_drop=max_map_drop, on_error=on_error,
                        calib_images=calib_images, method=method, exclude=exclude)
     spinner = Spinner("shipping")
