@@ -13,6 +13,7 @@ two opsets, static and dynamic.
 
 from __future__ import annotations
 
+import copy
 import io
 import warnings
 from dataclasses import dataclass
@@ -55,7 +56,7 @@ def torch_to_onnx(model: Detector, spec: ExportSpec) -> bytes:
     """The raw exporter output (before clean-up), for a float32 CPU model in eval mode."""
     spec.check()
     layout = head_of(model).layout
-    model = model.float().cpu().eval()
+    model = fused(model.float().cpu().eval())
     x = torch.zeros(spec.batch, model.yaml["ch"], *spec.imgsz)
     buf = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
@@ -67,6 +68,25 @@ def torch_to_onnx(model: Detector, spec: ExportSpec) -> bytes:
             input_names=[INPUT], output_names=[OUTPUT], dynamic_axes=spec.dynamic_axes(layout),
         )
     return buf.getvalue()
+
+
+def fused(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy with every Conv-BatchNorm pair folded into one biased Conv (``model`` is left as is).
+
+    onnxslim folds them in the graph anyway; folding first makes the trace shorter (a quarter
+    second on yolo12n, measured by ``benchmarks/vs_ultralytics.py``). The folding is computed
+    in float64, so the folded weights are the float32 nearest to the exact ones. Node names keep their
+    scope (``/model.3/conv/Conv``): the BatchNorm becomes an Identity, which traces to nothing.
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    from attn_deploy.models.common import Conv
+
+    out = copy.deepcopy(model)
+    for m in out.modules():
+        if isinstance(m, Conv) and isinstance(m.bn, torch.nn.BatchNorm2d):
+            m.conv, m.bn = fuse_conv_bn_eval(m.conv.double(), m.bn.double()).float(), torch.nn.Identity()
+    return out
 
 
 def clean(model_bytes: bytes, name: str, metadata: dict[str, str]) -> "onnx.ModelProto":  # noqa: F821

@@ -120,13 +120,18 @@ class Detect(nn.Module):
         one2one = self.end2end and (self.use_one2one or self.max_det is not None)
         pair = (self.one2one_cv2, self.one2one_cv3) if one2one else (self.cv2, self.cv3)
         boxes, scores = self._heads(xs, *pair)
-        decoded = torch.cat((self.decode(boxes, xs), scores.sigmoid()), 1)
-        return top_detections(decoded, self.max_det) if one2one and self.max_det is not None else decoded
+        if one2one and self.max_det is not None:
+            return top_detections(torch.cat((self.decode(boxes, xs, corners=True), scores.sigmoid()), 1), self.max_det)
+        return torch.cat((self.decode(boxes, xs), scores.sigmoid()), 1)
 
-    def decode(self, boxes: Tensor, xs: list[Tensor]) -> Tensor:
-        """Raw box outputs (b, 4 * reg_max, anchors) -> xywh in input pixels."""
+    def decode(self, boxes: Tensor, xs: list[Tensor], corners: bool = False) -> Tensor:
+        """Raw box outputs (b, 4 * reg_max, anchors) -> xywh (or x1y1x2y2) in input pixels."""
         points, strides = make_anchors(xs, self.stride)
-        return dist2bbox(self.dfl(boxes), points) * strides
+        distance = self.dfl(boxes)
+        if corners:
+            lt, rb = distance.split((2, 2), dim=1)
+            return torch.cat((points - lt, points + rb), 1) * strides
+        return dist2bbox(distance, points) * strides
 
     def bias_init(self, strides: list[float] | None = None) -> None:
         """Box logits start at 2; class logits at a prior of ~5 objects per 640 image over nc."""
@@ -139,21 +144,18 @@ class Detect(nn.Module):
 
 
 def top_detections(decoded: Tensor, max_det: int) -> Tensor:
-    """(B, 4 + nc, anchors) xywh + scores -> (B, max_det, 6) x1, y1, x2, y2, score, class.
+    """(B, 4 + nc, anchors) corners + scores -> (B, max_det, 6) x1, y1, x2, y2, score, class.
 
     Two top-k passes, as the one-to-one head is meant to be read: the ``max_det`` anchors with
     the highest best-class score, then the ``max_det`` best (anchor, class) pairs among them,
     best first. Gathers only, so it exports as TopK/GatherElements (TensorRT takes both; its
     TopK wants K below 3840).
     """
-    nc = decoded.shape[1] - 4
-    xy, wh, scores = decoded[:, :2], decoded[:, 2:4], decoded[:, 4:]
-    boxes = torch.cat((xy - wh / 2, xy + wh / 2), 1).transpose(1, 2)  # (B, A, 4)
-    scores = scores.transpose(1, 2)  # (B, A, nc)
-    _, anchor = scores.amax(-1).topk(max_det, dim=1)  # (B, K)
-    boxes = boxes.gather(1, anchor.unsqueeze(-1).expand(-1, -1, 4))
-    scores = scores.gather(1, anchor.unsqueeze(-1).expand(-1, -1, nc))
+    rows = decoded.transpose(1, 2)  # (B, A, 4 + nc)
+    nc = rows.shape[-1] - 4
+    _, anchor = rows[..., 4:].amax(-1).topk(max_det, dim=1)  # (B, K)
+    rows = rows.gather(1, anchor.unsqueeze(-1).expand(-1, -1, rows.shape[-1]))
+    boxes, scores = rows.split((4, nc), dim=-1)
     best, flat = scores.flatten(1).topk(max_det, dim=1)  # over K x nc
-    which, cls = flat // nc, flat % nc
-    boxes = boxes.gather(1, which.unsqueeze(-1).expand(-1, -1, 4))
-    return torch.cat((boxes, best.unsqueeze(-1), cls.unsqueeze(-1).to(boxes.dtype)), -1)
+    boxes = boxes.gather(1, (flat // nc).unsqueeze(-1).expand(-1, -1, 4))
+    return torch.cat((boxes, best.unsqueeze(-1), (flat % nc).unsqueeze(-1).to(boxes.dtype)), -1)

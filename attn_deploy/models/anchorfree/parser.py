@@ -118,7 +118,7 @@ def pick_scaling(cfg: dict[str, Any], scale: str | None, where: str) -> Scaling:
 
 
 class AnchorFreeBuilder(RowBuilder):
-    """parse_model's channel rules for the anchor-free families; keeps every row's meta twin."""
+    """parse_model's channel rules for the anchor-free families."""
 
     channel_blocks = CHANNEL_BLOCKS
     repeated = REPEATED_BLOCKS
@@ -130,7 +130,6 @@ class AnchorFreeBuilder(RowBuilder):
         self.reg_max = int(cfg.get("reg_max", 16))
         self.end2end = bool(cfg.get("end2end"))
         self.legacy = True  # until a YOLO11-style block appears
-        self.shadow: list[nn.Module] = []  # the meta-device twin of every row, for shape-only runs
         super().__init__(where, ch, scaling.depth, {"nc": self.nc})
 
     def width(self, c2: Any) -> int:
@@ -150,24 +149,17 @@ class AnchorFreeBuilder(RowBuilder):
         module, c2 = super().build(row)
         if strip_nn(row.name) in MODERN_BLOCKS:
             self.legacy = False
-        self.shadow.append(self.twin)
         return module, c2
 
 
 def parse_model(
     cfg: dict[str, Any], ch: int, scaling: Scaling, where: str
-) -> tuple[nn.Sequential, list[int], list[Row], nn.Sequential, list[int]]:
+) -> tuple[nn.Sequential, list[int], list[Row], list[int]]:
     """Layers (each with ``.i``, ``.f``, ``.type``), the indices kept for later rows, the rows,
-    the same layers on the meta device (weightless: a trial forward there costs nothing), and
-    each row's output channel count (the checkpoint loader sizes attention rows from it)."""
+    and each row's output channel count (the checkpoint loader sizes attention rows from it)."""
     builder = AnchorFreeBuilder(cfg, ch, scaling, where)
-
-    def name_twin(row: Row, module: nn.Module) -> None:
-        twin = builder.shadow[-1]
-        twin.i, twin.f, twin.type = row.index, row.source, row.name  # type: ignore[assignment]
-
-    layers, save, rows = assemble(builder, cfg, where, on_row=name_twin)
-    return layers, save, rows, nn.Sequential(*builder.shadow), builder.ch
+    layers, save, rows = assemble(builder, cfg, where)
+    return layers, save, rows, builder.ch
 
 
 def run_layers(layers: nn.Sequential, save: list[int], x: Tensor) -> Any:
