@@ -122,6 +122,13 @@ BAD_INVOCATIONS = [
     (["export", "--model", "yolov5n", "--imgsz", "64", "-o", "bad"], "is a directory"),
     (["export", "--model", "yolov5n", "--cfg", "x.yaml"], "not both"),
     (["export", "--model", "yolov5n", "--imgsz", "64", "-o", "fifo.onnx"], "not a regular file"),
+    (["export", "--model", "yolov8n", "--imgsz", "64", "--end2end"], "no one-to-one head"),
+    (["export", "--model", "yolo26n", "--imgsz", "320", "--end2end", "--nms"], "needs no NMS"),
+    (["export", "--model", "yolo26n", "--imgsz", "64", "--end2end"], "fewer than --max-det"),
+    (["export", "--model", "yolo26n", "--end2end", "--max-det", "5000"], "--max-det"),
+    (["info", "--model", "yolo11q"], "unknown model"),
+    (["info", "--model", "yolo12n-nope"], "unknown model"),
+    (["parity", "--model", "yolov8n", "--against", "m.onnx"], "output0 is"),
     # lint
     (["lint", "missing.onnx"], "not found"),
     (["lint", "empty.onnx"], "empty"),
