@@ -164,7 +164,7 @@ def test_ultralytics_checkpoint_matches_ultralytics(saved: Callable[[str], Saved
 @pytest.mark.slow
 @pytest.mark.parametrize("name", [m for m in MODELS if m != "yolov8n"])  # yolov8n-cbam holds its graph
 def test_exported_onnx_matches_ultralytics(saved: Callable[[str], Saved], name: str, tmp_path: Path) -> None:
-    """The loaded model through our exporter, static (640x640, batch 2) and dynamic, run by
+    """The loaded model through our exporter, static (640x640 batch 2; 480x640) and dynamic, run by
     ONNX Runtime: still ultralytics' outputs. The exporter's own parity check is skipped
     (``check=False``): this one, against ultralytics, is stricter."""
     import onnxruntime as ort
@@ -173,7 +173,8 @@ def test_exported_onnx_matches_ultralytics(saved: Callable[[str], Saved], name: 
 
     ref = saved(name)
     static, dynamic = ExportSpec(imgsz=(640, 640), batch=2), ExportSpec(imgsz=(640, 640), batch=2, dynamic=True)
-    for spec, sizes in ((static, ["640x640"]), (dynamic, list(SIZES))):
+    non_square = ExportSpec(imgsz=(480, 640), batch=1)
+    for spec, sizes in ((static, ["640x640"]), (non_square, ["480x640"]), (dynamic, list(SIZES))):
         result = export_model(ref.net(), tmp_path / f"{name}.onnx", spec, check=False)
         session = ort.InferenceSession(result.onnx, providers=["CPUExecutionProvider"])
         for size in sizes:
