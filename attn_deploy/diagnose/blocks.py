@@ -27,8 +27,9 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from attn_deploy import layouts
 from attn_deploy.exporter.layers import LayerBoundary
-from attn_deploy.models.heads import Detector
+from attn_deploy.models.heads import Detector, head_of
 
 DEFAULT_TOLERANCE = 1e-2  # relative local error; FP32 graphs sit near 1e-6, FP16 near 1e-3
 
@@ -76,16 +77,19 @@ class ErrorStats:
 
 @dataclass
 class DetectStats:
-    """The Detect output mixes units: xywh in pixels, objectness and class scores in [0, 1].
+    """The Detect output mixes units: xywh in pixels, (objectness and) class scores in [0, 1].
     Judged as one tensor, score errors would vanish under a pixel-sized reference; so boxes
     and scores are judged apart and the worse part speaks for the layer."""
 
     boxes: ErrorStats = field(default_factory=ErrorStats)
     scores: ErrorStats = field(default_factory=ErrorStats)
+    layout: str = layouts.YOLOV5  # where the box and score channels are (layouts.py)
 
     def add(self, ref: np.ndarray, cand: np.ndarray) -> None:
-        self.boxes.add(ref[..., :4], cand[..., :4])
-        self.scores.add(ref[..., 4:], cand[..., 4:])
+        axis = 1 if self.layout == layouts.ANCHOR_FREE else ref.ndim - 1
+        box, score = (slice(None),) * axis + (slice(0, 4),), (slice(None),) * axis + (slice(4, None),)
+        self.boxes.add(ref[box], cand[box])
+        self.scores.add(ref[score], cand[score])
 
     @property
     def max_abs(self) -> float:
@@ -104,8 +108,8 @@ class DetectStats:
                 "boxes": self.boxes.to_dict(), "scores": self.scores.to_dict()}
 
 
-def stats_for(module: str) -> ErrorStats | DetectStats:
-    return DetectStats() if module == "Detect" else ErrorStats()
+def stats_for(module: str, layout: str = layouts.YOLOV5) -> ErrorStats | DetectStats:
+    return DetectStats(layout=layout) if module == "Detect" else ErrorStats()
 
 
 @dataclass
@@ -229,7 +233,9 @@ def per_block(net: Detector, backend: BlockBackend, boundaries: list[LayerBounda
     """Both errors for every layer over ``batches``: (images shaped for the candidate, how many
     of them are real; the rest is padding to a fixed batch, run but not counted)."""
     torch_layers = TorchLayers(net)
-    report = BlockReport([BlockRow(b, stats_for(b.module), stats_for(b.module)) for b in boundaries], tolerance)
+    layout = head_of(net).layout
+    report = BlockReport([BlockRow(b, stats_for(b.module, layout), stats_for(b.module, layout)) for b in boundaries],
+                         tolerance)
     for row in report.rows:
         if (why := backend.why_not(row.boundary)):
             row.local, row.note = None, why
