@@ -41,7 +41,7 @@ def test_gflops_at_640_within_3_percent_of_published(scale: str) -> None:
 
 
 def test_every_name_builds_and_attention_sits_before_sppf() -> None:
-    names = model_names()
+    names = model_names("yolov5")
     assert len(names) == 5 * (1 + len(list_attention()))
     base = n_params(create_model("yolov5n"))
     for key in list_attention():
