@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from attn_deploy import __version__, layouts
+from attn_deploy.errors import UserError
 from attn_deploy.exporter.layers import find_boundaries, model_rows
 from attn_deploy.exporter.lint import LintReport, lint_onnx
 from attn_deploy.exporter.nms import NmsOptions, append_nms
 from attn_deploy.exporter.parity_check import check_export
 from attn_deploy.exporter.torch2onnx import ExportSpec, clean, onnx_metadata, torch_to_onnx
-from attn_deploy.errors import UserError
 from attn_deploy.files import all_or_nothing, atomic_write, check_writable, sha256, to_json
 from attn_deploy.models.heads import Detector, Head, head_of
 from attn_deploy.models.yolo import check_imgsz
@@ -59,7 +59,8 @@ class ExportResult:
         return {
             "model": self.model, "onnx": self.onnx, "sidecar": self.sidecar, "passed": self.passed,
             "imgsz": list(self.spec.imgsz), "batch": self.spec.batch, "dynamic": self.spec.dynamic,
-            "opset": self.spec.opset, "head": self.head.to_dict() if self.head else None, "nms": vars(self.nms) if self.nms else None, "nodes": self.nodes,
+            "opset": self.spec.opset, "head": self.head.to_dict() if self.head else None,
+            "nms": vars(self.nms) if self.nms else None, "nodes": self.nodes,
             "ops": self.ops, "bytes": self.size, "sha256": self.sha256, "seconds": round(self.seconds, 3),
             "lint": self.lint.to_dict() if self.lint is not None else None,
             "parity": self.parity.to_dict() if self.parity is not None else None,

@@ -9,14 +9,14 @@ reference up the way the exported graph was made (YOLO26's end-to-end head or no
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Union
+from typing import Any
 
 from attn_deploy import layouts
 from attn_deploy.errors import UserError
 from attn_deploy.models.anchorfree import AnchorFreeModel
 from attn_deploy.models.yolo import DetectionModel
 
-Detector = Union[DetectionModel, AnchorFreeModel]
+Detector = DetectionModel | AnchorFreeModel
 MAX_DET = 300  # YOLO26's end-to-end detections per image, as its release exports them
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-
 _UP = [-1, 1, "nn.Upsample", [None, 2, "nearest"]]
 
 
