@@ -206,3 +206,27 @@ def test_implicit_int8_engine_from_the_cache(demo_onnx: tuple[Path, Path], tmp_p
     p = CliRunner().invoke(main, ["parity", "--weights", str(DEMO), "--against", str(tmp_path / "i8.engine"), "--data", str(data), "--json"])
     assert p.exit_code in (0, 1), p.stderr
     assert json.loads(p.stdout)["detections"]["agreement"] > 0.8
+
+
+def test_ranked_search_keeps_a_prefix_of_the_ranking_and_reports_the_full_score(demo_onnx: tuple[Path, Path],
+                                                                                tmp_path: Path) -> None:
+    from attn_deploy.calib.calibrate import CalibOptions, calibrate
+
+    src, data = demo_onnx
+    none = calibrate(src, CalibOptions(data=data, images=16, exclude=("none",), output=tmp_path / "none.onnx"))
+    assert none.damage > 0.2 and none.stages["calibration"] > 0 and "ranking" not in none.stages
+    budget = none.damage / 3
+    opts = CalibOptions(data=data, images=16, max_map_drop=budget, output=tmp_path / "auto.onnx", search_images=12)
+    r = calibrate(src, opts)
+    doc = json.loads((tmp_path / "auto.json").read_text())["precision"]
+    order = [f"model.{e['layer']} {e['module']}" for e in doc["ranking"]]
+    assert doc["search"] == "ranked" and len(order) == 26 and doc["search_images"] == 12 and doc["val_images"] == 24
+    assert r.kept and r.kept == order[: len(r.kept)]  # the shortest prefix found
+    assert all(kept == order[: len(kept)] for kept, _ in r.decision.trials)
+    assert set(doc["stages"]) >= {"reference", "calibration", "naive", "ranking", "trials", "final", "total"}
+    # what is reported is the chosen graph scored on all 24 images, not a subset trial
+    ev_score = calibrate(src, CalibOptions(data=data, images=16, exclude=tuple(f"^/model\\.{k.split()[0][6:]}/"
+                                                                               for k in r.kept),
+                                           max_map_drop=budget, output=tmp_path / "same.onnx"))
+    assert ev_score.final == r.final and r.passed == (r.damage <= budget) and doc["passed"] == r.passed
+    assert onnx.load(tmp_path / "auto.onnx").SerializeToString() == onnx.load(tmp_path / "same.onnx").SerializeToString()

@@ -1,15 +1,24 @@
 """``calib``: a float32 ONNX into FP16 or INT8 Q/DQ, proved on a validation set.
 
-INT8 with ``exclude="auto"``: measure the naive graph (everything quantized), then each
-candidate group (attention blocks, Detect, first convolution) alone in INT8 and kept out of
-it, and choose the fewest groups to keep (``search.choose``). When all of them together do
-not reach the budget, the other layers become candidates too, ranked by the same "kept"
-measurement on a subset of the validation images, and added while the budget is not met.
+INT8 is calibrated once (Model Optimizer, everything quantized: the naive graph). With
+``exclude="auto"`` (the ranked search), per-block parity of the naive graph against the float32
+one ranks every yaml layer by the error it adds (``rank.py``); sets of the most sensitive
+layers are kept out of INT8 by editing the naive graph (``surgery.py``: its Q/DQ pairs go, no
+new calibration), scored on a subset of the validation images, and the shortest such set
+within the budget is chosen (``search.shortest_prefix``). The chosen graph is then scored on
+the whole validation set, and that score is what the result reports and gates on.
+
+``search="measured"`` is the earlier search, kept as the reference it is benchmarked against:
+every candidate group (attention blocks, Detect, first convolution) calibrated anew alone in
+INT8 and kept out of it, then, when those are not enough, every other layer ranked by such a
+trial on a subset.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +28,9 @@ import onnx
 from attn_deploy import layouts
 from attn_deploy.calib.evaluate import Evaluator, Score, calibration_images
 from attn_deploy.calib.groups import Group, candidate_groups, compile_patterns, layer_nodes, nodes_matching
-from attn_deploy.calib.search import Decision, Sensitivity, choose
+from attn_deploy.calib.rank import LayerError
+from attn_deploy.calib.search import Decision, Sensitivity, choose, shortest_prefix
+from attn_deploy.calib.surgery import keep_out
 from attn_deploy.errors import UserError
 from attn_deploy.exporter.layers import LayerRow, find_boundaries
 from attn_deploy.files import all_or_nothing, atomic_write, check_writable, to_json
@@ -47,7 +58,10 @@ class CalibOptions:
     max_map_drop: float = 0.5
     output: str | Path | None = None
     cache: str | Path | None = None
-    search_images: int = 100
+    search_images: int = 100  # validation images that score a trial (the final graph: all of them)
+    search: str = "ranked"  # or "measured", the earlier search (every trial calibrated anew)
+    rank_images: int = 8  # calibration images that per-block parity ranks the layers on
+    time_factor: float = 3.0  # the ranked search refines while under this many times the naive run
 
 
 @dataclass
@@ -71,6 +85,10 @@ class CalibResult:
     lint_passed: bool = True
     chart: Path | None = None
     cache: Path | None = None
+    ranking: list[LayerError] = field(default_factory=list)  # the ranked search's layer order
+    search: str | None = None
+    search_images: int | None = None
+    stages: dict[str, float] = field(default_factory=dict)  # seconds per stage
 
     @property
     def passed(self) -> bool:
@@ -95,6 +113,8 @@ class CalibResult:
             "sensitivity_other_layers": [s.to_dict() for s in self.widened],
             "decision": self.decision.to_dict() if self.decision else None, "lint_passed": self.lint_passed,
             "chart": str(self.chart) if self.chart else None, "cache": str(self.cache) if self.cache else None,
+            "search": self.search, "search_images": self.search_images,
+            "ranking": [e.to_dict() for e in self.ranking], "stages": {k: round(v, 2) for k, v in self.stages.items()},
         }
 
 
@@ -144,19 +164,23 @@ def calibrate(src_path: str | Path, opts: CalibOptions, progress: Progress = lam
     layout = (sidecar or {}).get("output_layout") or layouts.YOLOV5
     if layout == layouts.NMS or "output0" not in {o.name for o in model.graph.output}:
         raise UserError(f"{src} has no output0 (exported with --nms?)", "calibrate the graph exported without --nms")
+    if opts.search not in ("ranked", "measured"):
+        raise UserError(f"search {opts.search!r}: ranked or measured")
     batch, imgsz = _geometry(model)
-    progress("reading calibration and validation images")
-    images, origin = calibration_images(opts.data or val, imgsz, opts.images)
-    ev = Evaluator(val, imgsz, batch, None, layout)
-    progress("scoring the float32 model")
-    ref = ev.set_reference(src)
-    base = dict(output=out, precision=opts.precision, calibration=origin, images=len(images),
-                val=str(val), budget=opts.max_map_drop, reference=ref,
-                counts={"calibration_requested": opts.images, "val": ev.images, "val_requested": ev.requested})
+    stages = Stages(progress)
+    with stages("images", "reading calibration and validation images"):
+        images, origin = calibration_images(opts.data or val, imgsz, opts.images)
+        ev = Evaluator(val, imgsz, batch, None, layout)
+    with stages("reference", f"scoring the float32 model on {ev.images} images"):
+        ref = ev.set_reference(src)
+    base = {"output": out, "precision": opts.precision, "calibration": origin, "images": len(images),
+            "val": str(val), "budget": opts.max_map_drop, "reference": ref,
+            "counts": {"calibration_requested": opts.images, "val": ev.images, "val_requested": ev.requested}}
     if opts.precision == "fp16":
         data, result = _fp16(src, model, images, ev, opts, base)
     else:
-        data, result = _int8(src, model, sidecar, images, ev, opts, base, progress)
+        data, result = _int8(src, model, sidecar, images, ev, opts, base, progress, stages)
+    result.stages = {**stages.seconds, "total": stages.elapsed()}  # writing takes milliseconds
     return _write(src, data, result, sidecar, opts)
 
 
@@ -171,25 +195,125 @@ def _fp16(src: Path, model: onnx.ModelProto, images: Any, ev: Evaluator, opts: C
                              kept=list(opts.exclude) if exclude else [])
 
 
+class Stages:
+    """Seconds per stage of a run, in the order they ran (the sidecar's ``stages``)."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.seconds: dict[str, float] = {}
+        self.progress = progress
+        self.start = time.perf_counter()
+
+    @contextmanager
+    def __call__(self, name: str, what: str) -> Iterator[None]:
+        self.progress(f"{what}  [{self.elapsed():.0f} s]")
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+
 def _int8(src: Path, model: onnx.ModelProto, sidecar: dict[str, Any] | None, images: Any, ev: Evaluator,
-          opts: CalibOptions, base: dict[str, Any], progress: Progress) -> tuple[bytes, CalibResult]:
-    from attn_deploy.calib.int8 import require_ort_for_int8
+          opts: CalibOptions, base: dict[str, Any], progress: Progress, stages: Stages) -> tuple[bytes, CalibResult]:
+    from attn_deploy.calib.int8 import quantize_int8, require_ort_for_int8
 
     require_ort_for_int8()
-    trials = Trials(src, images, opts.method, ev, base["reference"], progress)
-    naive_data, naive, naive_damage = trials.run(what="everything in INT8")
-    result = CalibResult(**base, method=opts.method, final=naive, damage=naive_damage, naive=naive)
-    if opts.exclude == ("none",):
+    layers = (sidecar or {}).get("layers") or []
+    if opts.exclude == ("auto",) and (opts.search == "measured" or not layers):
+        return _measured(src, model, sidecar, images, ev, opts, base, progress)
+    with stages("calibration", f"calibrating INT8 on {len(images)} images (Model Optimizer, {opts.method})"):
+        naive_data = quantize_int8(src, images, opts.method)
+    with stages("naive", f"scoring everything-in-INT8 on {ev.images} images"):
+        naive = ev.score(naive_data)
+    naive_damage = naive.damage(base["reference"])
+    result = CalibResult(**base, method=opts.method, final=naive, damage=naive_damage, naive=naive,
+                         search="ranked" if opts.exclude == ("auto",) else None)
+    if opts.exclude == ("none",) or (opts.exclude == ("auto",) and naive_damage <= opts.max_map_drop):
         return naive_data, result
+    naive_model = onnx.load_from_string(naive_data)
     if opts.exclude != ("auto",):
-        data, result.final, result.damage = trials.run(exclude=_pattern_nodes(model, opts.exclude), what="patterns")
-        result.kept = list(opts.exclude)
+        data = keep_out(naive_model, _pattern_nodes(model, opts.exclude)).SerializeToString()
+        with stages("final", f"scoring the graph on {ev.images} images"):
+            result.final = ev.score(data)
+        result.damage, result.kept = result.final.damage(base["reference"]), list(opts.exclude)
         return data, result
+    return _ranked(model, naive_model, naive_data, layers, images, ev, opts, result, stages)
+
+
+def _ranked(model: onnx.ModelProto, naive_model: onnx.ModelProto, naive_data: bytes, layers: list[dict[str, Any]],
+            images: Any, ev: Evaluator, opts: CalibOptions, result: CalibResult, stages: Stages) -> tuple[bytes, CalibResult]:
+    """Rank every layer by per-block parity of the naive graph, keep the shortest prefix of that
+    order whose subset score is within the budget, and score it on all validation images."""
+    from attn_deploy.calib.rank import local_errors, ranking
+
+    rows = [LayerRow.from_dict(d) for d in layers]
+    with stages("ranking", f"ranking {len(rows)} layers by their INT8 error (per-block parity, "
+                           f"{min(opts.rank_images, len(images))} images)"):
+        result.ranking = ranking(local_errors(model, naive_data, rows, images[: opts.rank_images], ev.layout))
+    nodes = layer_nodes(model)
+    order = [f"model.{e.layer} {e.module}" for e in result.ranking if nodes.get(e.layer)]
+    by_name = {f"model.{e.layer} {e.module}": nodes[e.layer] for e in result.ranking if nodes.get(e.layer)}
+    baseline = stages.elapsed()  # what --exclude none takes: images, float32, calibration, naive scoring
+    sub = ev
+    if opts.search_images < ev.images:
+        with stages("reference", f"scoring float32 on the first {opts.search_images} validation images"):
+            sub = ev.first(opts.search_images)
+    result.search_images = sub.images
+    graphs: dict[tuple[str, ...], bytes] = {}
+    scores: dict[tuple[int, tuple[str, ...]], Score] = {}
+
+    def score(e: Evaluator, kept: list[str]) -> Score:
+        key = (id(e), tuple(kept))
+        if key not in scores:
+            scores[key] = e.score(graph(kept))
+        return scores[key]
+
+    def graph(kept: list[str]) -> bytes:
+        key = tuple(kept)
+        if key not in graphs:
+            graphs[key] = keep_out(naive_model, [n for g in kept for n in by_name[g]]).SerializeToString()
+        return graphs[key]
+
+    def measure(kept: list[str]) -> float:
+        with stages("trials", f"trial {len(trial_log) + 1}: {len(kept)} layer(s) kept out of INT8, "
+                              f"scored on {sub.images} images"):
+            d = score(sub, kept).damage(sub.reference_score)
+        trial_log.append(d)
+        return d
+
+    trial_log: list[float] = []
+    # refine (fewer layers) while the run, its final scoring included, stays within time_factor x the naive run's
+    more = lambda: stages.elapsed() + stages.seconds["naive"] < opts.time_factor * baseline
+    decision = shortest_prefix(order, opts.max_map_drop, measure, more)
+    while True:
+        data = graph(decision.kept)
+        with stages("final", f"scoring the chosen graph ({len(decision.kept)} layer(s) kept) on {ev.images} images"):
+            final = score(ev, decision.kept)
+        damage, k = final.damage(ev.reference_score), len(decision.kept)
+        if damage <= opts.max_map_drop or not decision.within or k >= len(order):
+            break
+        # the subset was optimistic: a longer prefix, scored on all images
+        decision = Decision(order[: min(len(order), k + max(1, k // 2))], damage, False, decision.trials)
+    decision.damage, decision.within = damage, damage <= opts.max_map_drop
+    result.decision, result.kept = decision, decision.kept
+    result.final, result.damage = final, damage
+    return data, result
+
+
+def _measured(src: Path, model: onnx.ModelProto, sidecar: dict[str, Any] | None, images: Any, ev: Evaluator,
+              opts: CalibOptions, base: dict[str, Any], progress: Progress) -> tuple[bytes, CalibResult]:
+    """The earlier search: every trial a new calibration (``search="measured"``)."""
+    trials = Trials(src, images, opts.method, ev, base["reference"], progress)
+    _, naive, naive_damage = trials.run(what="everything in INT8")
+    result = CalibResult(**base, method=opts.method, final=naive, damage=naive_damage, naive=naive, search="measured")
     groups = candidate_groups(model, (sidecar or {}).get("layers"))
     attention = {row["index"] for row in (sidecar or {}).get("layers", []) if row.get("attention")}
     result.sensitivity = [_sensitivity(trials, g, g.layer in attention) for g in groups]
     by_name = {g.name: g for g in groups}
-    measure = lambda names: trials.run(exclude=_nodes(by_name, names), what=f"keep {', '.join(names)}")[2]  # noqa: E731
+    measure = lambda names: trials.run(exclude=_nodes(by_name, names), what=f"keep {', '.join(names)}")[2]
     decision = choose(naive_damage, result.sensitivity, opts.max_map_drop, measure)
     if not decision.within:
         decision, result.widened = _widen(src, model, trials, groups, decision, by_name, opts, progress)
@@ -218,7 +342,7 @@ def _widen(src: Path, model: onnx.ModelProto, trials: Trials, groups: list[Group
     table = [Sensitivity(g.name, g.layer, g.module, False, trials.run(exclude=base + list(g.nodes), ev=sub,
                                                                        what=f"{g.name} kept too (subset)")[2])
              for g in others]
-    measure = lambda names: trials.run(exclude=_nodes(by_name, names), what=f"keep {len(names)} groups")[2]  # noqa: E731
+    measure = lambda names: trials.run(exclude=_nodes(by_name, names), what=f"keep {len(names)} groups")[2]
     wider = choose(decision.damage, table, opts.max_map_drop, measure, start=decision.kept, start_damage=decision.damage)
     wider.trials = decision.trials + wider.trials
     return wider, table

@@ -8,6 +8,7 @@ mAP50-95 points when labelled, else as (1 - agreement) x 100.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,11 +53,26 @@ class Evaluator:
         self.images, self.requested = sum(len(b) for b in self.batches), len(loader)
         self.reference: list[Detections] = []
         self.reference_score: Score | None = None
+        self.reference_model: bytes | str | Path | None = None
 
     def set_reference(self, model: bytes | str | Path) -> Score:
-        self.reference = []
+        self.reference, self.reference_model = [], model
         self.reference_score = self.score(model, keep=True)
         return self.reference_score
+
+    def first(self, count: int) -> Evaluator:
+        """An evaluator of the first ``count`` images (whole batches), the same letterboxed
+        arrays, scored against the same float32 model (run again on them for its mAP)."""
+        sub = copy.copy(self)
+        kept, n = [], 0
+        for b in self.batches:
+            if n >= count:
+                break
+            kept.append(b)
+            n += len(b)
+        sub.batches, sub.images, sub.requested = kept, n, n
+        sub.set_reference(self.reference_model)
+        return sub
 
     def score(self, model: bytes | str | Path, keep: bool = False) -> Score:
         agreement = Agreement()

@@ -14,7 +14,6 @@ from typing import Any
 import onnx
 
 from attn_deploy.errors import UserError
-
 from attn_deploy.exporter.layers import layer_nodes
 
 

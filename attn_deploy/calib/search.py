@@ -66,3 +66,39 @@ def choose(naive: float, table: list[Sensitivity], budget: float, measure: Calla
         if damage <= budget:
             return Decision(kept, damage, True, trials)
     return Decision(kept, damage, False, trials)
+
+
+def shortest_prefix(order: list[str], budget: float, measure: Callable[[list[str]], float],
+                    more: Callable[[], bool] = lambda: True) -> Decision:
+    """The fewest leading groups of ``order`` (most sensitive first) to keep for the damage to
+    be within ``budget``: 1, 2, 4, ... groups until one is within, then halving the gap to the
+    last that was not, while ``more()`` allows (a time budget; the passing set found so far
+    stands). Assumes keeping more groups does not make the damage worse, which the measured
+    trials show; each measured set is in ``trials``."""
+    trials: list[tuple[list[str], float]] = []
+
+    def trial(k: int) -> float:
+        d = measure(order[:k])
+        trials.append((order[:k], d))
+        return d
+
+    below, k, found = 0, 1, None  # below: most groups known not to be enough
+    while k <= len(order):
+        d = trial(k)
+        if d <= budget:
+            found = (k, d)
+            break
+        if k == len(order) or not more():
+            break
+        below, k = k, min(2 * k, len(order))
+    if found is None:
+        best_k, best = min(((len(kept), d) for kept, d in trials), key=lambda t: t[1], default=(0, float("inf")))
+        return Decision(order[:best_k], best, False, trials)
+    while found[0] - below > 1 and more():
+        mid = (below + found[0]) // 2
+        d = trial(mid)
+        if d <= budget:
+            found = (mid, d)
+        else:
+            below = mid
+    return Decision(order[: found[0]], found[1], True, trials)

@@ -50,8 +50,9 @@ class ErrorStats:
         if r.shape != c.shape:
             raise ValueError(f"shapes differ: reference {ref.shape}, candidate {cand.shape}")
         bad = ~np.isfinite(c)
-        self.nonfinite += int(bad.sum())
-        c = np.where(bad, 0.0, c)
+        if bad.any():  # counted, and read as zero in the figures below
+            self.nonfinite += int(bad.sum())
+            c[bad] = 0.0
         self.max_abs = max(self.max_abs, float(np.abs(c - r).max(initial=0.0)))
         self.ref_max = max(self.ref_max, float(np.abs(r).max(initial=0.0)))
         self.dot += float(r @ c)
@@ -115,14 +116,14 @@ def stats_for(module: str, layout: str = layouts.YOLOV5) -> ErrorStats | DetectS
 @dataclass
 class BlockRow:
     boundary: LayerBoundary
-    accumulated: ErrorStats | DetectStats = field(default_factory=ErrorStats)
+    accumulated: ErrorStats | DetectStats | None = field(default_factory=ErrorStats)  # None: not measured
     local: ErrorStats | DetectStats | None = field(default_factory=ErrorStats)
     note: str = ""  # why there is no local figure, where there is none
 
     def to_dict(self) -> dict[str, Any]:
         b = self.boundary
         return {"layer": b.index, "module": b.module, "attention": b.attention, "tensor": b.output,
-                "accumulated": self.accumulated.to_dict(), "local": self.local.to_dict() if self.local else None,
+                "accumulated": self.accumulated.to_dict() if self.accumulated else None, "local": self.local.to_dict() if self.local else None,
                 **({"note": self.note} if self.note else {})}
 
 
@@ -228,23 +229,38 @@ class TorchLayers:
         return seen
 
 
-def per_block(net: Detector, backend: BlockBackend, boundaries: list[LayerBoundary],
-              batches: Iterable[tuple[np.ndarray, int]], tolerance: float = DEFAULT_TOLERANCE) -> BlockReport:
+class ReferenceLayers(Protocol):
+    """What the reference must do: every layer's inputs and output for a batch of images."""
+
+    def run(self, images: np.ndarray) -> dict[int, tuple[list[np.ndarray], np.ndarray]]:
+        """{layer index: (its input arrays in 'from' order, its output array)}."""
+
+
+def per_block(net: Detector | ReferenceLayers, backend: BlockBackend, boundaries: list[LayerBoundary],
+              batches: Iterable[tuple[np.ndarray, int]], tolerance: float = DEFAULT_TOLERANCE,
+              layout: str | None = None, accumulated: bool = True) -> BlockReport:
     """Both errors for every layer over ``batches``: (images shaped for the candidate, how many
-    of them are real; the rest is padding to a fixed batch, run but not counted)."""
-    torch_layers = TorchLayers(net)
-    layout = head_of(net).layout
-    report = BlockReport([BlockRow(b, stats_for(b.module, layout), stats_for(b.module, layout)) for b in boundaries],
-                         tolerance)
+    of them are real; the rest is padding to a fixed batch, run but not counted). The reference
+    is a PyTorch detector (``parity``), or any ``ReferenceLayers`` with the head's ``layout``
+    (``calib`` ranks a Q/DQ graph against the float32 ONNX it came from, by local errors alone:
+    ``accumulated=False`` skips the candidate's whole-graph run)."""
+    if isinstance(net, torch.nn.Module):
+        reference: ReferenceLayers = TorchLayers(net)
+        layout = head_of(net).layout
+    else:
+        reference, layout = net, layout or layouts.YOLOV5
+    report = BlockReport([BlockRow(b, stats_for(b.module, layout) if accumulated else None, stats_for(b.module, layout))
+                          for b in boundaries], tolerance)
     for row in report.rows:
         if (why := backend.why_not(row.boundary)):
             row.local, row.note = None, why
     for images, real in batches:
-        ref = torch_layers.run(images)
-        cand = backend.layer_outputs(images)
+        ref = reference.run(images)
+        cand = backend.layer_outputs(images) if accumulated else {}
         for row in report.rows:
             inputs, out = ref[row.boundary.index]
-            row.accumulated.add(out, cand[row.boundary.output])
+            if row.accumulated is not None:
+                row.accumulated.add(out, cand[row.boundary.output])
             if row.local is not None:
                 alone = backend.layer_alone(row.boundary, inputs)
                 if alone is None:  # no figure rather than an empty one that reads as no error

@@ -2,18 +2,20 @@
 
 The boundaries become extra outputs of a copy held in memory (the file on disk is never
 touched), and each layer is cut out with ``onnx.utils.Extractor``, the ONNX library's own
-subgraph extraction, to run alone on PyTorch's inputs to it.
+subgraph extraction, to run alone on PyTorch's inputs to it. ``OnnxLayers`` is the other side
+for a reference that is itself an ONNX file (the float32 graph a Q/DQ one came from).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import onnx
 
+from attn_deploy.diagnose.blocks import RunnerBlocks, run_typed
 from attn_deploy.engines.onnxrt import OnnxrtRunner
-from attn_deploy.exporter.layers import LayerBoundary
-from attn_deploy.diagnose.blocks import RunnerBlocks
+from attn_deploy.exporter.layers import GRAPH_INPUT, LayerBoundary
 
 
 def with_outputs(model: onnx.ModelProto, tensors: list[str]) -> onnx.ModelProto:
@@ -36,9 +38,9 @@ def with_outputs(model: onnx.ModelProto, tensors: list[str]) -> onnx.ModelProto:
 class OnnxBlocks(RunnerBlocks):
     """``BlockBackend`` for an ONNX file: one session for the boundaries, one per layer."""
 
-    def __init__(self, path: str | Path, boundaries: list[LayerBoundary]) -> None:
+    def __init__(self, path: str | Path | onnx.ModelProto, boundaries: list[LayerBoundary]) -> None:
         super().__init__()
-        model = onnx.load(str(path))
+        model = path if isinstance(path, onnx.ModelProto) else onnx.load(str(path))
         self.whole = OnnxrtRunner(with_outputs(model, [b.output for b in boundaries]).SerializeToString())
         extractor = onnx.utils.Extractor(model)
         for b in boundaries:
@@ -49,3 +51,19 @@ class OnnxBlocks(RunnerBlocks):
                 self.parts[b.index] = part
             except Exception as e:  # noqa: BLE001 - a layer that cannot be cut out loses its local figure only
                 self.failed[b.index] = f"could not be cut out: {str(e).splitlines()[0][:120] if str(e) else type(e).__name__}"
+
+
+class OnnxLayers:
+    """A ``ReferenceLayers`` from an ONNX graph: one session whose outputs are every boundary."""
+
+    def __init__(self, model: onnx.ModelProto | str | Path, boundaries: list[LayerBoundary]) -> None:
+        model = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model))
+        self.boundaries = boundaries
+        self.runner = OnnxrtRunner(with_outputs(model, [b.output for b in boundaries]).SerializeToString())
+
+    def run(self, images: np.ndarray) -> dict[int, tuple[list[np.ndarray], np.ndarray]]:
+        out = {**run_typed(self.runner, [images]), GRAPH_INPUT: images}
+        return {b.index: ([out[t] for t in b.inputs], out[b.output]) for b in self.boundaries}
+
+    def close(self) -> None:
+        self.runner.deactivate()

@@ -1,0 +1,116 @@
+"""calib's ranked INT8 search: the shortest-prefix decision on constructed damage, the Q/DQ
+surgery against Model Optimizer's own exclusion, and the one-pass ranking against the local
+errors that ``parity --per-block`` reports for the same graph."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from attn_deploy.calib.int8 import quantize_int8
+from attn_deploy.calib.rank import local_errors, ranking
+from attn_deploy.calib.search import shortest_prefix
+from attn_deploy.calib.surgery import QDQ, keep_out, quantized_inputs
+from attn_deploy.diagnose.blocks import per_block
+from attn_deploy.diagnose.onnx_blocks import OnnxBlocks
+from attn_deploy.engines import OnnxrtRunner
+from attn_deploy.exporter import lint_onnx
+from attn_deploy.exporter.layers import find_boundaries, layer_nodes, model_rows
+from attn_deploy.exporter.torch2onnx import ExportSpec, torch_to_onnx
+from attn_deploy.models.zoo import create_model
+
+ORDER = [f"g{i}" for i in range(10)]
+
+
+def damage_after(needed: int, calls: list[int]):
+    """Damage falls as more of the order is kept: within 0.5 from ``needed`` groups on."""
+    def measure(kept: list[str]) -> float:
+        calls.append(len(kept))
+        return 0.4 if len(kept) >= needed else 0.5 + (needed - len(kept)) * 0.3
+    return measure
+
+
+@pytest.mark.parametrize("needed", [1, 2, 3, 5, 8, 10])
+def test_shortest_prefix_finds_the_fewest_groups(needed: int) -> None:
+    calls: list[int] = []
+    d = shortest_prefix(ORDER, 0.5, damage_after(needed, calls))
+    assert d.within and d.kept == ORDER[:needed] and d.damage == 0.4
+    assert len(calls) == len(set(calls)) <= 2 * int(np.ceil(np.log2(needed))) + 2  # doubling, then halving
+    assert [len(k) for k, _ in d.trials] == calls
+
+
+def test_shortest_prefix_stops_refining_when_time_is_up() -> None:
+    calls: list[int] = []
+    d = shortest_prefix(ORDER, 0.5, damage_after(5, calls), more=lambda: len(calls) < 4)
+    assert calls == [1, 2, 4, 8] and d.within and d.kept == ORDER[:8]  # found, not refined: 8 stands
+
+
+def test_shortest_prefix_out_of_reach_says_so_with_the_best_set() -> None:
+    d = shortest_prefix(ORDER, 0.5, lambda kept: 3.0 - 0.1 * len(kept))
+    assert not d.within and d.kept == ORDER and d.damage == pytest.approx(2.0)
+
+
+@pytest.fixture(scope="module")
+def quantized(tmp_path_factory: pytest.TempPathFactory) -> tuple[object, Path, onnx.ModelProto, np.ndarray]:
+    net = create_model("yolov5n-ca", nc=3)
+    src = tmp_path_factory.mktemp("surgery") / "m.onnx"
+    src.write_bytes(torch_to_onnx(net, ExportSpec((128, 128), 1)))
+    images = np.random.default_rng(0).random((4, 3, 128, 128), dtype=np.float32)
+    return net, src, onnx.load_from_string(quantize_int8(src, images, "max")), images
+
+
+def scales(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    return {n.input[0]: inits[n.input[1]] for n in model.graph.node if n.op_type == "QuantizeLinear"}
+
+
+@pytest.mark.parametrize("layer", [9, 17, 25])  # attention, a Concat, Detect
+def test_surgery_removes_exactly_the_groups_pairs(quantized, layer: int) -> None:
+    net, src, naive, _ = quantized
+    group = set(layer_nodes(onnx.load(src))[layer])
+    edited = keep_out(naive, group)
+    before, after = quantized_inputs(naive), quantized_inputs(edited)
+    assert {(t, n) for t, n in before if n in group} and after == {(t, n) for t, n in before if n not in group}
+    # a pair goes only when none of its readers is left quantized; everything else is as it was
+    pairs_left = len({t for t, _ in after})
+    assert sum(n.op_type == "QuantizeLinear" for n in edited.graph.node) == pairs_left
+    others = lambda m: [n for n in m.graph.node if n.op_type not in QDQ and n.name not in group]  # noqa: E731
+    assert [n.SerializeToString() for n in others(edited)] == [n.SerializeToString() for n in others(naive)]
+    assert all(scales(edited)[t].tolist() == scales(naive)[t].tolist() for t in scales(edited))
+    onnx.checker.check_model(edited)
+    assert lint_onnx(edited).passed
+    rows = model_rows(net)
+    assert find_boundaries(edited, rows) == find_boundaries(naive, rows)
+
+
+@pytest.mark.parametrize("layer", [9, 25])
+def test_surgery_equals_model_optimizers_own_exclusion(quantized, layer: int) -> None:
+    _, src, naive, images = quantized
+    group = layer_nodes(onnx.load(src))[layer]
+    edited = keep_out(naive, group)
+    again = onnx.load_from_string(quantize_int8(src, images, "max", exclude=group))
+    assert quantized_inputs(edited) == quantized_inputs(again)
+    assert {t: s.tolist() for t, s in scales(edited).items()} == {t: s.tolist() for t, s in scales(again).items()}
+    feed = {"images": images[:1]}
+    a = OnnxrtRunner(edited.SerializeToString()).run(feed)["output0"]
+    b = OnnxrtRunner(again.SerializeToString()).run(feed)["output0"]
+    assert np.array_equal(a, b)
+
+
+def test_ranking_equals_the_local_errors_of_per_block_parity(quantized) -> None:
+    net, src, naive, images = quantized
+    rows = model_rows(net)
+    ours = local_errors(onnx.load(src), naive.SerializeToString(), rows, images)
+    bounds = find_boundaries(naive, rows)
+    theirs = per_block(net, OnnxBlocks(naive, bounds), bounds, [(images[i:i + 1], 1) for i in range(len(images))])
+    a = {r.boundary.index: r.local.rel for r in ours.rows}
+    b = {r.boundary.index: r.local.rel for r in theirs.rows}
+    assert a.keys() == b.keys() == set(range(26))
+    assert all(abs(a[i] - b[i]) <= 1e-3 * b[i] + 1e-6 for i in a)  # float32 ONNX vs PyTorch as the reference
+    order = [e.layer for e in ranking(ours)]
+    assert sorted(order) == list(range(26)) and all(a[i] >= a[j] for i, j in zip(order, order[1:]))
+    assert max(a.values()) > 1e-2  # INT8 error, measured
