@@ -199,10 +199,20 @@ def calib_table(result: CalibResult) -> Table:
     for s in result.sensitivity:
         t.add_row(f"  {s.group}{' (attention)' if s.attention else ''}", "", "",
                   f"alone {s.alone:.2f}" if s.alone is not None else "", f"kept out {s.kept:.2f}")
+    if result.decision is not None and result.search == "ranked":
+        for kept, d in result.decision.trials:
+            t.add_row(f"  trial: first {len(kept)} kept out ({result.search_images} images)", "", "", "", f"{d:.2f}")
     row(f"{result.precision.upper()} final" + (f", kept: {', '.join(result.kept)}" if result.kept else ""), result.final)
     unit = "mAP50-95 points" if labelled else "disagreement %"
     verdict = "[green]within[/green]" if result.passed else "[red]OVER[/red]"
     t.add_row(f"budget {result.budget:g} ({unit})", "", "", "", verdict)
+    notes = []
+    if result.ranking:
+        top = ", ".join(f"{e.layer} {e.module} {e.rel:.3f}" for e in result.ranking[:4])
+        notes.append(f"layers by local INT8 error (per-block parity, naive graph): {top}, ...")
+    if result.stages:
+        notes.append("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in result.stages.items()))
+    t.caption = escape("\n".join(notes)) if notes else None
     return t
 
 

@@ -219,7 +219,7 @@ def test_ranked_search_keeps_a_prefix_of_the_ranking_and_reports_the_full_score(
     opts = CalibOptions(data=data, images=16, max_map_drop=budget, output=tmp_path / "auto.onnx", search_images=12)
     r = calibrate(src, opts)
     doc = json.loads((tmp_path / "auto.json").read_text())["precision"]
-    order = [f"model.{e['layer']} {e['module']}" for e in doc["ranking"]]
+    order = [e["name"] for e in doc["ranking"]]
     assert doc["search"] == "ranked" and len(order) == 26 and doc["search_images"] == 12 and doc["val_images"] == 24
     assert r.kept and r.kept == order[: len(r.kept)]  # the shortest prefix found
     assert all(kept == order[: len(kept)] for kept, _ in r.decision.trials)
@@ -230,3 +230,14 @@ def test_ranked_search_keeps_a_prefix_of_the_ranking_and_reports_the_full_score(
                                            max_map_drop=budget, output=tmp_path / "same.onnx"))
     assert ev_score.final == r.final and r.passed == (r.damage <= budget) and doc["passed"] == r.passed
     assert onnx.load(tmp_path / "auto.onnx").SerializeToString() == onnx.load(tmp_path / "same.onnx").SerializeToString()
+
+
+def test_a_model_that_detects_nothing_is_not_calibrated(demo_onnx: tuple[Path, Path], tmp_path: Path) -> None:
+    """A gate never passes on nothing: a float32 model with no detections (random weights)
+    would lose nothing in INT8 and pass any budget."""
+    _, data = demo_onnx
+    src = tmp_path / "random.onnx"
+    src.write_bytes(torch_to_onnx(create_model("yolov5n-ca", nc=5), ExportSpec((320, 320), 1)))
+    r = CliRunner().invoke(main, ["calib", str(src), "--precision", "int8", "--data", str(data), "--images", "4"])
+    assert r.exit_code == 2 and "there is no accuracy to keep" in r.stderr and len(r.stderr.strip().splitlines()) <= 2
+    assert not (tmp_path / "random.int8.onnx").exists()

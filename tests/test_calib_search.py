@@ -114,3 +114,32 @@ def test_ranking_equals_the_local_errors_of_per_block_parity(quantized) -> None:
     order = [e.layer for e in ranking(ours)]
     assert sorted(order) == list(range(26)) and all(a[i] >= a[j] for i, j in zip(order, order[1:]))
     assert max(a.values()) > 1e-2  # INT8 error, measured
+
+
+def test_ranking_with_a_layer_table_from_another_graph_is_refused(quantized) -> None:
+    from attn_deploy.exporter.layers import LayerRow
+
+    net, src, naive, images = quantized
+    rows = [*model_rows(net), LayerRow(26, "Conv", False, (24, 25))]  # a row this graph does not have
+    with pytest.raises(ValueError, match="layer 26"):
+        local_errors(onnx.load(src), naive.SerializeToString(), rows, images[:1])
+
+
+def test_an_anchor_free_detect_is_ranked_as_its_two_branches(tmp_path: Path) -> None:
+    from attn_deploy import layouts
+
+    net = create_model("yolo11n", nc=3)
+    src = tmp_path / "m.onnx"
+    src.write_bytes(torch_to_onnx(net, ExportSpec((128, 128), 1)))
+    images = np.random.default_rng(0).random((2, 3, 128, 128), dtype=np.float32)
+    naive = quantize_int8(src, images, "max")
+    report = local_errors(onnx.load(src), naive, model_rows(net), images, layouts.ANCHOR_FREE)
+    entries = ranking(report, layouts.ANCHOR_FREE)
+    head = [e for e in entries if e.module == "Detect"]
+    assert [e.part for e in sorted(head, key=lambda e: e.part)] == ["boxes", "scores"] and len(entries) == 25
+    layer = layer_nodes(onnx.load(src))[23]
+    boxes, scores = (next(e for e in head if e.part == p).nodes(layer) for p in ("boxes", "scores"))
+    assert set(boxes) | set(scores) == set(layer) and not set(boxes) & set(scores)
+    assert all("/cv3." in n for n in scores) and any("/dfl/" in n for n in boxes)
+    local = report.rows[23].local
+    assert {e.part: e.rel for e in head} == {"boxes": local.boxes.rel, "scores": local.scores.rel}

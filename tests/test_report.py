@@ -44,11 +44,12 @@ def reports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     code, _, err = cli("parity", "--weights", str(DEMO), "--against", str(root / "damaged.onnx"), "--data", str(data),
                        "--per-block", "--block-images", "4", "--report", str(root / "parity"))
     assert code in (0, 1) and "report written to" in err, err
-    small = create_model("yolov5n-ca", nc=5)
-    export_model(small, root / "small.onnx", ExportSpec((64, 64)), check=False)
-    code, _, err = cli("calib", str(root / "small.onnx"), "--precision", "int8", "--data", str(data), "--images", "4",
+    export_model(load_model(None, None, str(DEMO)), root / "demo.onnx", ExportSpec((320, 320)), check=False)
+    code, _, err = cli("calib", str(root / "demo.onnx"), "--precision", "int8", "--data", str(data), "--images", "4",
                        "--max-map-drop", "0", "--report", str(root / "calib"))
     assert code in (0, 1) and "report written to" in err, err
+    small = create_model("yolov5n-ca", nc=5)
+    export_model(small, root / "small.onnx", ExportSpec((64, 64)), check=False)
     code, _, err = cli("bench", str(root / "small.onnx"), "--iterations", "5", "--warmup", "0.1", "--report", str(root / "bench"))
     assert code == 0, err
     return {k: root / k for k in ("parity", "calib", "bench")}

@@ -16,6 +16,7 @@ trial on a subset.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -89,6 +90,7 @@ class CalibResult:
     search: str | None = None
     search_images: int | None = None
     stages: dict[str, float] = field(default_factory=dict)  # seconds per stage
+    trials: int = 0  # graphs scored besides the float32 reference and the naive graph
 
     @property
     def passed(self) -> bool:
@@ -113,7 +115,7 @@ class CalibResult:
             "sensitivity_other_layers": [s.to_dict() for s in self.widened],
             "decision": self.decision.to_dict() if self.decision else None, "lint_passed": self.lint_passed,
             "chart": str(self.chart) if self.chart else None, "cache": str(self.cache) if self.cache else None,
-            "search": self.search, "search_images": self.search_images,
+            "search": self.search, "search_images": self.search_images, "trials": self.trials,
             "ranking": [e.to_dict() for e in self.ranking], "stages": {k: round(v, 2) for k, v in self.stages.items()},
         }
 
@@ -173,6 +175,10 @@ def calibrate(src_path: str | Path, opts: CalibOptions, progress: Progress = lam
         ev = Evaluator(val, imgsz, batch, None, layout)
     with stages("reference", f"scoring the float32 model on {ev.images} images"):
         ref = ev.set_reference(src)
+    if not any(len(d) for d in ev.reference) or ref.map50_95 == 0:  # a gate never passes on nothing
+        what = "detects nothing" if not any(len(d) for d in ev.reference) else "scores mAP50-95 0"
+        raise UserError(f"the float32 {src.name} {what} on the {ev.images} validation images of {val}: "
+                        "there is no accuracy to keep", "calibrate a trained model, on images like those it will see")
     base = {"output": out, "precision": opts.precision, "calibration": origin, "images": len(images),
             "val": str(val), "budget": opts.max_map_drop, "reference": ref,
             "counts": {"calibration_requested": opts.images, "val": ev.images, "val_requested": ev.requested}}
@@ -205,7 +211,8 @@ class Stages:
 
     @contextmanager
     def __call__(self, name: str, what: str) -> Iterator[None]:
-        self.progress(f"{what}  [{self.elapsed():.0f} s]")
+        done = ", ".join(f"{k} {v:.0f} s" for k, v in self.seconds.items())
+        self.progress(f"{what}  [{self.elapsed():.0f} s{': ' + done if done else ''}]")
         t = time.perf_counter()
         try:
             yield
@@ -252,10 +259,15 @@ def _ranked(model: onnx.ModelProto, naive_model: onnx.ModelProto, naive_data: by
     rows = [LayerRow.from_dict(d) for d in layers]
     with stages("ranking", f"ranking {len(rows)} layers by their INT8 error (per-block parity, "
                            f"{min(opts.rank_images, len(images))} images)"):
-        result.ranking = ranking(local_errors(model, naive_data, rows, images[: opts.rank_images], ev.layout))
+        try:
+            errors = local_errors(model, naive_data, rows, images[: opts.rank_images], ev.layout)
+            result.ranking = ranking(errors, ev.layout)
+        except ValueError as e:  # the sidecar's layer table does not fit this graph
+            raise UserError(f"{result.output.name}: the layers of the export sidecar are not in this graph ({e})"[:200],
+                            "re-export the model, or choose with --exclude none / --exclude PATTERN") from None
     nodes = layer_nodes(model)
-    order = [f"model.{e.layer} {e.module}" for e in result.ranking if nodes.get(e.layer)]
-    by_name = {f"model.{e.layer} {e.module}": nodes[e.layer] for e in result.ranking if nodes.get(e.layer)}
+    by_name = {e.name: e.nodes(nodes.get(e.layer, [])) for e in result.ranking}
+    order = [e.name for e in result.ranking if by_name[e.name]]
     baseline = stages.elapsed()  # what --exclude none takes: images, float32, calibration, naive scoring
     sub = ev
     if opts.search_images < ev.images:
@@ -278,13 +290,14 @@ def _ranked(model: onnx.ModelProto, naive_model: onnx.ModelProto, naive_data: by
         return graphs[key]
 
     def measure(kept: list[str]) -> float:
-        with stages("trials", f"trial {len(trial_log) + 1}: {len(kept)} layer(s) kept out of INT8, "
+        with stages("trials", f"trial {len(trial_log) + 1} (of at most {most}): {len(kept)} layer(s) kept out of INT8, "
                               f"scored on {sub.images} images"):
             d = score(sub, kept).damage(sub.reference_score)
         trial_log.append(d)
         return d
 
     trial_log: list[float] = []
+    most = 2 * math.ceil(math.log2(max(len(order), 2))) + 1  # doubling, then halving the gap
     # refine (fewer layers) while the run, its final scoring included, stays within time_factor x the naive run's
     more = lambda: stages.elapsed() + stages.seconds["naive"] < opts.time_factor * baseline
     decision = shortest_prefix(order, opts.max_map_drop, measure, more)
@@ -297,6 +310,7 @@ def _ranked(model: onnx.ModelProto, naive_model: onnx.ModelProto, naive_data: by
             break
         # the subset was optimistic: a longer prefix, scored on all images
         decision = Decision(order[: min(len(order), k + max(1, k // 2))], damage, False, decision.trials)
+    result.trials = len(scores)
     decision.damage, decision.within = damage, damage <= opts.max_map_drop
     result.decision, result.kept = decision, decision.kept
     result.final, result.damage = final, damage
@@ -319,6 +333,7 @@ def _measured(src: Path, model: onnx.ModelProto, sidecar: dict[str, Any] | None,
         decision, result.widened = _widen(src, model, trials, groups, decision, by_name, opts, progress)
     result.decision, result.kept = decision, decision.kept
     data, result.final, result.damage = trials.run(exclude=_nodes(by_name, decision.kept), what="final")
+    result.trials = len(trials.done) - 1
     return data, result
 
 
@@ -389,7 +404,7 @@ def _write(src: Path, data: bytes, result: CalibResult, sidecar: dict[str, Any] 
     with all_or_nothing() as written:  # the graph, its chart, cache and sidecar: all, or none left
         written.append(atomic_write(out, data))
         result.lint_passed = lint_onnx(out).passed
-        if result.sensitivity:
+        if result.sensitivity or result.ranking:
             from attn_deploy.calib.chart import sensitivity_chart
 
             result.chart = sensitivity_chart(result, out.with_name(out.stem + ".sensitivity.png"))

@@ -1,4 +1,5 @@
-"""The sensitivity chart of an INT8 calibration (matplotlib, Agg)."""
+"""The sensitivity chart of an INT8 calibration (matplotlib, Agg): the ranked search's layer
+ranking and trials, or the measured search's per-group damage."""
 
 from __future__ import annotations
 
@@ -15,6 +16,47 @@ def sensitivity_chart(result: Any, path: Path) -> Path:
 
 
 def sensitivity_png(result: Any) -> bytes:
+    return ranking_png(result) if result.ranking else groups_png(result)
+
+
+def ranking_png(result: Any) -> bytes:
+    """Left: every layer's local INT8 error in the naive graph (per-block parity), in rank
+    order, the kept ones marked. Right: damage of each trial (the first k layers of the order
+    kept out, on the search subset) and of the final graph on all images, with the budget."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    rows = result.ranking
+    kept = set(result.kept)
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(max(8, 0.32 * len(rows) + 5), 4), width_ratios=[3, 1.4])
+    x = range(len(rows))
+    ax.bar(x, [max(e.rel, 1e-6) for e in rows], color=["#C44E52" if e.name in kept else "#4C72B0" for e in rows])
+    ax.set_yscale("log")
+    ax.set_xticks(list(x), [e.name.removeprefix("model.") + (" *" if e.name in kept else "") for e in rows],
+                  rotation=70, fontsize=7)
+    ax.set_ylabel("local error (max |err| / max |out|)")
+    ax.set_title(f"layers by INT8 error, naive graph ({result.method}); * kept out of INT8", fontsize=9)
+    trials = result.decision.trials if result.decision else []
+    bx.plot([len(k) for k, _ in trials], [d for _, d in trials], "o", color="#4C72B0",
+            label=f"trials ({result.search_images} images)")
+    bx.plot([len(result.kept)], [result.damage], "s", color="#C44E52", label=f"final ({result.counts['val']} images)")
+    naive = result.naive.damage(result.reference) if result.naive else None
+    if naive is not None:
+        bx.axhline(naive, color="grey", linestyle=":", label=f"everything INT8 ({naive:.2f})")
+    bx.axhline(result.budget, color="green", linestyle="--", label=f"budget ({result.budget:g})")
+    unit = "mAP50-95 points" if result.reference.map50_95 is not None else "disagreement %"
+    bx.xaxis.set_major_locator(MaxNLocator(integer=True))
+    bx.set_xlabel("layers kept out of INT8")
+    bx.set_ylabel(f"damage ({unit})")
+    bx.legend(fontsize=7)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def groups_png(result: Any) -> bytes:
     """Per candidate group: damage with only it in INT8, and with it kept out of INT8;
     lines at the naive INT8 damage and at the budget; kept groups marked."""
     import matplotlib
@@ -38,6 +80,12 @@ def sensitivity_png(result: Any) -> bytes:
     ax.set_title(f"INT8 sensitivity ({result.method}); * kept in higher precision; final {result.damage:.2f}")
     ax.legend(fontsize=7)
     fig.tight_layout()
+    return _png(fig)
+
+
+def _png(fig: Any) -> bytes:
+    import matplotlib.pyplot as plt
+
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)

@@ -16,9 +16,16 @@ import numpy as np
 import onnx
 
 from attn_deploy import layouts
-from attn_deploy.diagnose.blocks import BlockReport, per_block
+from attn_deploy.diagnose.blocks import BlockReport, DetectStats, per_block
 from attn_deploy.diagnose.onnx_blocks import OnnxBlocks, OnnxLayers
 from attn_deploy.exporter.layers import LayerRow, find_boundaries
+
+
+# An anchor-free Detect computes boxes and class scores in separate branches (ultralytics'
+# names: cv2 and the DFL for boxes, cv3 for classes; YOLO26's one-to-one head the same with
+# one2one_); the decode at the layer's own scope belongs to the boxes. Its two branches are
+# ranked apart, each by its own part of the Detect's local error, so one can stay in INT8.
+HEAD_PARTS = {"boxes": ("cv2", "one2one_cv2", "dfl", ""), "scores": ("cv3", "one2one_cv3")}
 
 
 @dataclass(frozen=True)
@@ -28,10 +35,28 @@ class LayerError:
     attention: bool
     rel: float  # local max |error| over max |output| (Detect: boxes and scores apart, the worse)
     cosine: float
+    part: str = ""  # "boxes" or "scores": one branch of an anchor-free Detect
+
+    @property
+    def name(self) -> str:
+        return f"model.{self.layer} {self.module}" + (f" {self.part}" if self.part else "")
+
+    def nodes(self, layer_nodes: list[str]) -> list[str]:
+        """This entry's nodes among its layer's (all of them, or one Detect branch's)."""
+        if not self.part:
+            return list(layer_nodes)
+        return [n for n in layer_nodes if _child(n) in HEAD_PARTS[self.part]]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"layer": self.layer, "module": self.module, "attention": self.attention, "local_rel": self.rel,
-                "local_cosine": self.cosine}
+        return {"name": self.name, "layer": self.layer, "module": self.module, "attention": self.attention,
+                "local_rel": self.rel, "local_cosine": self.cosine}
+
+
+def _child(node: str) -> str:
+    """The child module a node of /model.<i>/ sits in, without its index ('cv2' for
+    /model.23/cv2.1/cv2.1.0/conv/Conv), or '' for the layer's own nodes."""
+    parts = node.split("/")
+    return parts[2].split(".")[0] if len(parts) > 3 else ""
 
 
 def local_errors(src: onnx.ModelProto, qdq: bytes, rows: list[LayerRow], images: np.ndarray,
@@ -50,11 +75,19 @@ def local_errors(src: onnx.ModelProto, qdq: bytes, rows: list[LayerRow], images:
         reference.close()
 
 
-def ranking(report: BlockReport) -> list[LayerError]:
-    """Layers by local error, the largest first; layers without a local figure last, in order."""
-    rows = [LayerError(r.boundary.index, r.boundary.module, r.boundary.attention,
-                       r.local.rel if r.local is not None else float("nan"),
-                       float(r.local.cosine) if r.local is not None else float("nan")) for r in report.rows]
+def ranking(report: BlockReport, layout: str = layouts.YOLOV5) -> list[LayerError]:
+    """Layers by local error, the largest first; layers without a local figure last, in order.
+    An anchor-free Detect (``layout``) is two entries, its boxes and its scores."""
+    rows = []
+    for r in report.rows:
+        b, local = r.boundary, r.local
+        if local is None:
+            rows.append(LayerError(b.index, b.module, b.attention, float("nan"), float("nan")))
+        elif isinstance(local, DetectStats) and layout != layouts.YOLOV5:
+            rows += [LayerError(b.index, b.module, b.attention, part.rel, float(part.cosine), name)
+                     for name, part in (("boxes", local.boxes), ("scores", local.scores))]
+        else:
+            rows.append(LayerError(b.index, b.module, b.attention, local.rel, float(local.cosine)))
     return sorted(rows, key=lambda e: (np.isnan(e.rel), -e.rel if not np.isnan(e.rel) else e.layer))
 
 

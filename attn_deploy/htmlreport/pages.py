@@ -81,7 +81,12 @@ def calib_page(result: Any) -> Page:
 
     page = Page(f"calib: {result.output.name} ({result.precision})", result.passed, failures=result.failures())
     page.sections.append(Section("Accuracy: FP32, FP16, INT8", tables=[from_rich(calib_table(result))]))
-    if result.sensitivity:
+    if result.ranking:
+        page.sections.append(Section("INT8 sensitivity", "Every layer's local error in the everything-in-INT8 graph "
+                                     "(per-block parity against float32), and the damage of each set of layers kept "
+                                     "out of INT8; * marks the layers kept in higher precision.",
+                                     figures=[Figure(sensitivity_png(result), "layer ranking and trials")]))
+    elif result.sensitivity:
         page.sections.append(Section("INT8 sensitivity", "Damage with only a group in INT8, and with it kept out of INT8; "
                                      "* marks the groups kept in higher precision.",
                                      figures=[Figure(sensitivity_png(result), "sensitivity per candidate group")]))

@@ -1,0 +1,97 @@
+"""INT8 calibration searches side by side, in one run, on the same model and images.
+
+Not a test: times depend on the machine. For one float32 ONNX and one data.yaml, runs
+``calib --precision int8`` three ways, one after the other in this process: ``--exclude none``
+(one Model Optimizer calibration and one scoring: the baseline), the ranked search (the
+default ``auto``) and the measured search (the earlier ``auto``, every trial calibrated anew).
+Prints, per way: wall time and its ratio to ``none``, trials, the layers kept out of INT8,
+damage (mAP50-95 points, on the whole val split) and the stage times. Then, for the groups
+the ranked search kept (one at a time and all together), the same graph made two ways,
+Q/DQ surgery on the naive graph and a new calibration with those nodes excluded, each scored
+on the whole val split: surgery is only a shortcut if the two agree.
+
+    python benchmarks/calib_bench.py MODEL.onnx DATA.yaml [--images 64] [--skip-measured]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import onnx
+
+from attn_deploy.calib.calibrate import CalibOptions, CalibResult, calibrate
+from attn_deploy.calib.evaluate import Evaluator, calibration_images
+from attn_deploy.calib.int8 import quantize_int8
+from attn_deploy.calib.surgery import keep_out
+from attn_deploy.exporter.layers import layer_nodes
+from attn_deploy.sidecar import read_sidecar
+
+
+def run(src: Path, opts: CalibOptions) -> tuple[CalibResult, float]:
+    t = time.perf_counter()
+    result = calibrate(src, opts)
+    return result, time.perf_counter() - t
+
+
+def surgery_vs_recalibration(src: Path, data: Path, images: int, ranked: CalibResult, naive: bytes) -> list[str]:
+    """Per kept group and for all of them: damage by surgery and by a new calibration."""
+    model = onnx.load(src)
+    layers = layer_nodes(model)
+    nodes = {e.name: e.nodes(layers.get(e.layer, [])) for e in ranked.ranking}
+    kept = ranked.kept
+    side = read_sidecar(src) or {}
+    geometry = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    ev = Evaluator(data, tuple(geometry[2:]), geometry[0] or 1, None, side.get("output_layout") or "xywh_obj_cls")
+    ref = ev.set_reference(src)
+    calib, _ = calibration_images(data, tuple(geometry[2:]), images)
+    naive_model = onnx.load_from_string(naive)
+    sets = [[k] for k in kept] + ([kept] if len(kept) > 1 else [])
+    lines = []
+    for group in sets:
+        names = [n for g in group for n in nodes[g]]
+        cut = ev.score(keep_out(naive_model, names).SerializeToString()).damage(ref)
+        again = ev.score(quantize_int8(src, calib, "max", exclude=names)).damage(ref)
+        lines.append(f"| {', '.join(group)} | {cut:.3f} | {again:.3f} | {cut - again:+.3f} |")
+    return lines
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("onnx", type=Path)
+    ap.add_argument("data", type=Path)
+    ap.add_argument("--images", type=int, default=64, help="calibration images")
+    ap.add_argument("--budget", type=float, default=0.5)
+    ap.add_argument("--skip-measured", action="store_true", help="the earlier search takes 5-30x longer")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="calib-bench-") as tmp:
+        base = {"data": args.data, "images": args.images, "max_map_drop": args.budget}
+        ways = [("none", CalibOptions(**base, exclude=("none",), output=Path(tmp) / "none.onnx")),
+                ("ranked", CalibOptions(**base, output=Path(tmp) / "ranked.onnx"))]
+        if not args.skip_measured:
+            ways.append(("measured", CalibOptions(**base, search="measured", output=Path(tmp) / "measured.onnx")))
+        results = {}
+        for name, opts in ways:
+            results[name] = run(args.onnx, opts)
+            print(f"{name}: {results[name][1]:.0f} s", flush=True)
+        base_s = results["none"][1]
+        print(f"\n{args.onnx.name}, {args.data}, calibration {args.images} images, budget {args.budget:g}\n")
+        print("| search | time s | x none | trials | damage | kept out of INT8 | stages s |")
+        print("|---|---:|---:|---:|---:|---|---|")
+        for name, (r, s) in results.items():
+            stages = ", ".join(f"{k} {v:.0f}" for k, v in r.stages.items() if k != "total")
+            print(f"| {name} | {s:.0f} | {s / base_s:.2f} | {r.trials} | {r.damage:.2f} | "
+                  f"{', '.join(r.kept) or 'nothing'} | {stages} |")
+        ranked = results["ranked"][0]
+        if ranked.kept:
+            naive = (Path(tmp) / "none.onnx").read_bytes()
+            print("\n| kept out | damage, surgery | damage, new calibration | difference |")
+            print("|---|---:|---:|---:|")
+            for line in surgery_vs_recalibration(args.onnx, args.data, args.images, ranked, naive):
+                print(line)
+
+
+if __name__ == "__main__":
+    main()
