@@ -2,7 +2,8 @@
 
 Not a test: times depend on the machine. For one float32 ONNX and one data.yaml, runs
 ``calib --precision int8`` three ways, one after the other in this process: ``--exclude none``
-(one Model Optimizer calibration and one scoring: the baseline), the ranked search (the
+(one Model Optimizer calibration and one scoring: the baseline; with ``--entropy`` also with
+entropy calibration), the ranked search (the
 default ``auto``) and the measured search (the earlier ``auto``, every trial calibrated anew).
 Prints, per way: wall time and its ratio to ``none``, trials, the layers kept out of INT8,
 damage (mAP50-95 points, on the whole val split) and the stage times. Then, for the groups
@@ -10,7 +11,7 @@ the ranked search kept (one at a time and all together), the same graph made two
 Q/DQ surgery on the naive graph and a new calibration with those nodes excluded, each scored
 on the whole val split: surgery is only a shortcut if the two agree.
 
-    python benchmarks/calib_bench.py MODEL.onnx DATA.yaml [--images 64] [--skip-measured]
+    python benchmarks/calib_bench.py MODEL.onnx DATA.yaml [--images 64] [--skip-measured] [--entropy]
 """
 
 from __future__ import annotations
@@ -65,11 +66,15 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=64, help="calibration images")
     ap.add_argument("--budget", type=float, default=0.5)
     ap.add_argument("--skip-measured", action="store_true", help="the earlier search takes 5-30x longer")
+    ap.add_argument("--entropy", action="store_true", help="also everything in INT8 with entropy calibration")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="calib-bench-") as tmp:
         base = {"data": args.data, "images": args.images, "max_map_drop": args.budget}
         ways = [("none", CalibOptions(**base, exclude=("none",), output=Path(tmp) / "none.onnx")),
                 ("ranked", CalibOptions(**base, output=Path(tmp) / "ranked.onnx"))]
+        if args.entropy:
+            ways.insert(1, ("none, entropy", CalibOptions(**base, method="entropy", exclude=("none",),
+                                                          output=Path(tmp) / "entropy.onnx")))
         if not args.skip_measured:
             ways.append(("measured", CalibOptions(**base, search="measured", output=Path(tmp) / "measured.onnx")))
         results = {}

@@ -143,3 +143,7 @@ def test_an_anchor_free_detect_is_ranked_as_its_two_branches(tmp_path: Path) -> 
     assert all("/cv3." in n for n in scores) and any("/dfl/" in n for n in boxes)
     local = report.rows[23].local
     assert {e.part: e.rel for e in head} == {"boxes": local.boxes.rel, "scores": local.scores.rel}
+    at = [i for i, e in enumerate(entries) if e.module == "Detect"]  # side by side, boxes first, at the Detect's place
+    assert [entries[i].part for i in at] == ["boxes", "scores"] and at[1] == at[0] + 1
+    others = [e.rel for e in entries if e.module != "Detect"]
+    assert sum(x > local.rel for x in others) == at[0]

@@ -301,14 +301,14 @@ def _ranked(model: onnx.ModelProto, naive_model: onnx.ModelProto, naive_data: by
     # refine (fewer layers) while the run, its final scoring included, stays within time_factor x the naive run's
     more = lambda: stages.elapsed() + stages.seconds["naive"] < opts.time_factor * baseline
     decision = shortest_prefix(order, opts.max_map_drop, measure, more)
-    while True:
+    found = decision.within  # on the subset
+    for attempt in range(4):  # the chosen graph on all images; where the subset was optimistic, a longer prefix
         data = graph(decision.kept)
         with stages("final", f"scoring the chosen graph ({len(decision.kept)} layer(s) kept) on {ev.images} images"):
             final = score(ev, decision.kept)
         damage, k = final.damage(ev.reference_score), len(decision.kept)
-        if damage <= opts.max_map_drop or not decision.within or k >= len(order):
+        if damage <= opts.max_map_drop or not found or k >= len(order) or attempt == 3:
             break
-        # the subset was optimistic: a longer prefix, scored on all images
         decision = Decision(order[: min(len(order), k + max(1, k // 2))], damage, False, decision.trials)
     result.trials = len(scores)
     decision.damage, decision.within = damage, damage <= opts.max_map_drop
