@@ -54,6 +54,24 @@ def test_shortest_prefix_out_of_reach_says_so_with_the_best_set() -> None:
     assert not d.within and d.kept == ORDER and d.damage == pytest.approx(2.0)
 
 
+def test_prune_drops_an_early_group_that_was_not_needed() -> None:
+    from attn_deploy.calib.search import Decision, prune
+
+    need = {"g1"}  # g0 ranked first but harmless; g1 is what matters
+    calls: list[list[str]] = []
+
+    def measure(kept: list[str]) -> float:
+        calls.append(kept)
+        return 0.3 if need <= set(kept) else 1.0
+
+    found = shortest_prefix(ORDER, 0.5, measure)
+    assert found.kept == ["g0", "g1"]
+    d = prune(found, 0.5, measure)
+    assert d.within and d.kept == ["g1"] and d.damage == 0.3 and calls[-1] == ["g1"]
+    assert prune(Decision(["g0", "g1"], 0.3, True), 0.5, measure, more=lambda: False).kept == ["g0", "g1"]
+    assert prune(Decision(ORDER, 2.0, False), 0.5, measure).kept == ORDER  # nothing within: nothing to prune
+
+
 @pytest.fixture(scope="module")
 def quantized(tmp_path_factory: pytest.TempPathFactory) -> tuple[object, Path, onnx.ModelProto, np.ndarray]:
     net = create_model("yolov5n-ca", nc=3)
@@ -147,3 +165,14 @@ def test_an_anchor_free_detect_is_ranked_as_its_two_branches(tmp_path: Path) -> 
     assert [entries[i].part for i in at] == ["boxes", "scores"] and at[1] == at[0] + 1
     others = [e.rel for e in entries if e.module != "Detect"]
     assert sum(x > local.rel for x in others) == at[0]
+
+
+def test_entropy_calibration_draws_nothing_on_the_terminal(quantized, capfd: pytest.CaptureFixture[str]) -> None:
+    """ONNX Runtime's entropy calibrator draws a tqdm bar per tensor on stderr: a page of them
+    under calib's own progress line (found running the benchmark)."""
+    _, src, _, images = quantized
+    capfd.readouterr()
+    q = onnx.load_from_string(quantize_int8(src, images[:2], "entropy"))
+    out, err = capfd.readouterr()
+    assert sum(n.op_type == "QuantizeLinear" for n in q.graph.node) > 50
+    assert "it/s" not in err and "%|" not in err and out == ""

@@ -30,7 +30,7 @@ from attn_deploy import layouts
 from attn_deploy.calib.evaluate import Evaluator, Score, calibration_images
 from attn_deploy.calib.groups import Group, candidate_groups, compile_patterns, layer_nodes, nodes_matching
 from attn_deploy.calib.rank import LayerError
-from attn_deploy.calib.search import Decision, Sensitivity, choose, shortest_prefix
+from attn_deploy.calib.search import Decision, Sensitivity, choose, prune, shortest_prefix
 from attn_deploy.calib.surgery import keep_out
 from attn_deploy.errors import UserError
 from attn_deploy.exporter.layers import LayerRow, find_boundaries
@@ -297,10 +297,10 @@ def _ranked(model: onnx.ModelProto, naive_model: onnx.ModelProto, naive_data: by
         return d
 
     trial_log: list[float] = []
-    most = 2 * math.ceil(math.log2(max(len(order), 2))) + 1  # doubling, then halving the gap
+    most = 2 * math.ceil(math.log2(max(len(order), 2))) + 1  # doubling, halving the gap (then pruning)
     # refine (fewer layers) while the run, its final scoring included, stays within time_factor x the naive run's
     more = lambda: stages.elapsed() + stages.seconds["naive"] < opts.time_factor * baseline
-    decision = shortest_prefix(order, opts.max_map_drop, measure, more)
+    decision = prune(shortest_prefix(order, opts.max_map_drop, measure, more), opts.max_map_drop, measure, more)
     found = decision.within  # on the subset
     for attempt in range(4):  # the chosen graph on all images; where the subset was optimistic, a longer prefix
         data = graph(decision.kept)

@@ -57,7 +57,8 @@ def quantize_int8(src: Path, images: np.ndarray, method: str, exclude: list[str]
         out, copy = Path(tmp) / "q.onnx", Path(tmp) / "src.onnx"
         shutil.copyfile(src, copy)  # Model Optimizer rewrites its input file in place: never the user's
         quiet_modelopt()
-        with contextlib.redirect_stdout(io.StringIO()):  # ONNX Runtime's calibrator prints its histogram sizes
+        # ONNX Runtime's calibrator prints its histogram sizes, and entropy draws tqdm bars on stderr
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             quantize(str(copy), quantize_mode="int8", calibration_data={"images": images},
                      calibration_method=METHODS[method], calibration_eps=["cpu"], output_path=str(out),
                      nodes_to_exclude=exclude or None, nodes_to_quantize=only or None,

@@ -102,3 +102,22 @@ def shortest_prefix(order: list[str], budget: float, measure: Callable[[list[str
         else:
             below = mid
     return Decision(order[: found[0]], found[1], True, trials)
+
+
+def prune(decision: Decision, budget: float, measure: Callable[[list[str]], float],
+          more: Callable[[], bool] = lambda: True) -> Decision:
+    """Fewer groups where the ranking put a harmless one early: each kept group but the last
+    (which the shorter prefix was not enough without), least sensitive first, goes when the
+    damage without it stays within ``budget``; while ``more()`` allows."""
+    if not decision.within:
+        return decision
+    kept, damage, trials = list(decision.kept), decision.damage, list(decision.trials)
+    for group in reversed(decision.kept[:-1]):
+        if not more():
+            break
+        trial = [g for g in kept if g != group]
+        d = measure(trial)
+        trials.append((trial, d))
+        if d <= budget:
+            kept, damage = trial, d
+    return Decision(kept, damage, True, trials)
