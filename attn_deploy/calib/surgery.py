@@ -6,9 +6,11 @@ Keeping a node out of INT8 is then: its inputs read the tensors before their Q/D
 a pair that no node reads any more goes. Every other pair, its scale and zero point stay as
 they are. Calibration measures ranges on the float graph, whatever is quantized afterwards,
 so the result is the graph ``quantize(..., nodes_to_exclude=nodes)`` writes, in milliseconds
-instead of a calibration run (measured on the demo: the same pairs, the same scales, the same
-mAP to the last digit; one difference, where Model Optimizer leaves a pair on a Concat it
-was told to exclude and the edit removes it).
+instead of a calibration run (measured on the demos: the same pairs, the same scales, the
+same mAP to the last digit), except around a Concat kept out: quantized, a Concat shares one
+scale with its inputs, so an input that also feeds another layer keeps that shared scale
+here where a new calibration gives it its own; and Model Optimizer leaves a pair on one input
+of a Concat it was told to exclude, which this edit removes.
 """
 
 from __future__ import annotations
