@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from attn_deploy.train.shapes import SPLIT_SEEDS, _background, _outline
+from attn_deploy.train.shapes import SPLIT_SEEDS, ShapesSpec, _background, _outline, dataset_cli
 
 CLASSES = (
     "solid_circle", "solid_hexagon", "solid_octagon", "solid_square", "solid_diamond",
@@ -45,11 +45,11 @@ _POINTS = {"star4": 4, "star5": 5, "star6": 6}
 
 
 @dataclass(frozen=True)
-class ScenesSpec:
-    seed: int = 0
-    min_side: int = 256  # image sides are drawn from [min_side, max_side]
+class ScenesSpec(ShapesSpec):
+    """The shapes set's sizes, larger and denser, and the clutter on top."""
+
     max_side: int = 480
-    min_size: int = 8  # object sizes in pixels, log-uniform in [min_size, max_size]
+    min_size: int = 8
     max_size: int = 80
     max_objects: int = 30
     max_distractors: int = 10
@@ -287,19 +287,8 @@ def write_dataset(root: str | Path, train: int = 3000, val: int = 300, spec: Sce
 
 
 def main(argv: list[str] | None = None) -> None:
-    import click
-
-    @click.command()
-    @click.argument("root", type=click.Path(file_okay=False, path_type=Path))
-    @click.option("--train", type=click.IntRange(0), default=3000, show_default=True, help="Training images.")
-    @click.option("--val", type=click.IntRange(1), default=300, show_default=True, help="Validation images.")
-    @click.option("--seed", type=int, default=0, show_default=True, help="Makes a different set.")
-    def cli(root: Path, train: int, val: int, seed: int) -> None:
-        """Write the cluttered-scenes dataset under ROOT (ROOT/data.yaml)."""
-        out = write_dataset(root, train, val, ScenesSpec(seed=seed))
-        click.echo(f"{out}: {train} train, {val} val images, {len(CLASSES)} classes")
-
-    cli.main(args=argv, prog_name="python -m attn_deploy.train.scenes")
+    dataset_cli(argv, "attn_deploy.train.scenes", "Write the cluttered-scenes dataset under ROOT (ROOT/data.yaml).",
+                CLASSES, lambda root, train, val, seed: write_dataset(root, train, val, ScenesSpec(seed=seed)))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ Run ``python -m attn_deploy.train.shapes ROOT`` (``--train N --val N`` to size i
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -154,20 +155,27 @@ def write_dataset(root: str | Path, train: int = 3000, val: int = 300, spec: Sha
     return out
 
 
-def main(argv: list[str] | None = None) -> None:
+def dataset_cli(argv: list[str] | None, module: str, doc: str, classes: tuple[str, ...],
+                write: Callable[[Path, int, int, int], Path]) -> None:
+    """``python -m MODULE ROOT [--train N] [--val N] [--seed S]`` for a synthetic dataset:
+    ``write(root, train, val, seed)`` returns its data.yaml (shapes here, scenes beside it)."""
     import click
 
-    @click.command()
+    @click.command(help=doc)
     @click.argument("root", type=click.Path(file_okay=False, path_type=Path))
     @click.option("--train", "n_train", type=click.IntRange(0), default=3000, show_default=True, help="Training images.")
     @click.option("--val", "n_val", type=click.IntRange(1), default=300, show_default=True, help="Validation images.")
-    @click.option("--seed", type=int, default=0, show_default=True)
+    @click.option("--seed", type=int, default=0, show_default=True, help="Makes a different set.")
     def cli(root: Path, n_train: int, n_val: int, seed: int) -> None:
-        """Write the synthetic shapes dataset under ROOT (ROOT/data.yaml)."""
-        out = write_dataset(root, n_train, n_val, ShapesSpec(seed=seed))
-        click.echo(f"{out}: {n_train} train, {n_val} val images, classes {', '.join(CLASSES)}")
+        out = write(root, n_train, n_val, seed)
+        click.echo(f"{out}: {n_train} train, {n_val} val images, {len(classes)} classes: {', '.join(classes)}")
 
-    cli.main(args=argv, prog_name="python -m attn_deploy.train.shapes")
+    cli.main(args=argv, prog_name=f"python -m {module}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    dataset_cli(argv, "attn_deploy.train.shapes", "Write the synthetic shapes dataset under ROOT (ROOT/data.yaml).",
+                CLASSES, lambda root, train, val, seed: write_dataset(root, train, val, ShapesSpec(seed=seed)))
 
 
 if __name__ == "__main__":
