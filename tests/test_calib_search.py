@@ -47,6 +47,9 @@ def test_shortest_prefix_stops_refining_when_time_is_up() -> None:
     calls: list[int] = []
     d = shortest_prefix(ORDER, 0.5, damage_after(5, calls), more=lambda: len(calls) < 4)
     assert calls == [1, 2, 4, 8] and d.within and d.kept == ORDER[:8]  # found, not refined: 8 stands
+    calls.clear()
+    d = shortest_prefix(ORDER, 0.5, damage_after(5, calls), more=lambda: False)
+    assert calls == [1, 2, 4, 8] and d.within  # out of time from the start: still a set within the budget
 
 
 def test_shortest_prefix_out_of_reach_says_so_with_the_best_set() -> None:
