@@ -59,7 +59,9 @@ class CalibOptions:
     max_map_drop: float = 0.5
     output: str | Path | None = None
     cache: str | Path | None = None
-    search_images: int = 100  # validation images that score a trial (the final graph: all of them)
+    # validation images that score a trial (the final graph: all of them); None: the first half,
+    # at most 100 (at 128 images, 100 would cost a trial almost a whole scoring)
+    search_images: int | None = None
     search: str = "ranked"  # or "measured", the earlier search (every trial calibrated anew)
     rank_images: int = 8  # calibration images that per-block parity ranks the layers on
     time_factor: float = 3.0  # the ranked search refines while under this many times the naive run
@@ -251,7 +253,8 @@ def _int8(src: Path, model: onnx.ModelProto, sidecar: dict[str, Any] | None, ima
 
 
 def _ranked(model: onnx.ModelProto, naive_model: onnx.ModelProto, naive_data: bytes, layers: list[dict[str, Any]],
-            images: Any, ev: Evaluator, opts: CalibOptions, result: CalibResult, stages: Stages) -> tuple[bytes, CalibResult]:
+            images: Any, ev: Evaluator, opts: CalibOptions, result: CalibResult,
+            stages: Stages) -> tuple[bytes, CalibResult]:
     """Rank every layer by per-block parity of the naive graph, keep the shortest prefix of that
     order whose subset score is within the budget, and score it on all validation images."""
     from attn_deploy.calib.rank import local_errors, ranking
@@ -270,9 +273,10 @@ def _ranked(model: onnx.ModelProto, naive_model: onnx.ModelProto, naive_data: by
     order = [e.name for e in result.ranking if by_name[e.name]]
     baseline = stages.elapsed()  # what --exclude none takes: images, float32, calibration, naive scoring
     sub = ev
-    if opts.search_images < ev.images:
-        with stages("reference", f"scoring float32 on the first {opts.search_images} validation images"):
-            sub = ev.first(opts.search_images)
+    count = opts.search_images if opts.search_images is not None else min(100, (ev.images + 1) // 2)
+    if count < ev.images:
+        with stages("reference", f"scoring float32 on the first {count} validation images"):
+            sub = ev.first(count)
     result.search_images = sub.images
     graphs: dict[tuple[str, ...], bytes] = {}
     scores: dict[tuple[int, tuple[str, ...]], Score] = {}
@@ -347,8 +351,8 @@ def _widen(src: Path, model: onnx.ModelProto, trials: Trials, groups: list[Group
            by_name: dict[str, Group], opts: CalibOptions, progress: Progress) -> tuple[Decision, list[Sensitivity]]:
     """Every candidate group kept is not enough: rank the other layers by the damage left when
     each is kept too (on a subset of the images), and add them in that order."""
-    sub = Evaluator(opts.val or opts.data, trials.ev.batches[0].images.shape[2:], trials.ev.batch, opts.search_images,
-                    trials.ev.layout)
+    sub = Evaluator(opts.val or opts.data, trials.ev.batches[0].images.shape[2:], trials.ev.batch,
+                    opts.search_images or 100, trials.ev.layout)
     sub.set_reference(src)
     taken = {g.layer for g in groups}
     base = _nodes(by_name, decision.kept)
