@@ -43,6 +43,10 @@ class GateFailed(AttnDeployError):
     exit_code = 1
 
 
+class AttnDeployWarning(UserWarning):
+    """Something the user should know that does not stop the run (the CLI prints one line)."""
+
+
 def one_line(text: str, limit: int = MAX_MESSAGE) -> str:
     """``text`` on one line of at most ``limit`` characters (whitespace runs folded)."""
     flat = re.sub(r"\s+", " ", str(text)).strip()

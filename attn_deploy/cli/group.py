@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import sys
 import traceback
+import warnings
 from typing import Any
 
 import click
 
 from attn_deploy import __version__
-from attn_deploy.errors import AttnDeployError, one_line
+from attn_deploy.errors import AttnDeployError, AttnDeployWarning, one_line
 
 PROG = "attn-deploy"
 BUG_EXIT = 3
@@ -34,7 +35,12 @@ class Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         verbose = bool(ctx.params.get("verbose"))
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings():
+                shown = warnings.showwarning
+                warnings.showwarning = lambda message, category, *a, **k: (
+                    click.echo(f"{PROG}: warning: {one_line(str(message))}", err=True)
+                    if issubclass(category, AttnDeployWarning) else shown(message, category, *a, **k))
+                return super().invoke(ctx)
         except AttnDeployError as e:
             if verbose:
                 _show_cause(e)

@@ -2,22 +2,38 @@
 
 ultralytics/yolov5, YOLOAir and ultralytics (YOLOv8 to YOLO26) save ``{'model': <whole model
 object>, 'ema': ..., ...}`` with pickle. Loading that the usual way imports their code and
-executes whatever the pickle names. We unpickle with torch's restricted ``weights_only``
-unpickler instead: tensors, storages and plain containers are rebuilt by torch; every class
-under the namespaces that hold model code (``models.*``, ``utils.*``, ``torch.nn.modules.*``,
-``ultralytics.nn.tasks.*``, ``ultralytics.nn.modules.*``) is replaced by an inert record that
-only stores the pickled state; so are the few argument namespaces in ``NAMESPACE_CLASSES``
-(ultralytics' training arguments); a few numpy reconstructors are allowed for the arrays
-training scripts leave in the metadata; any other global is refused before anything is
-loaded, with its name in the error. A record can never be called with arguments: a pickle that
-tries is refused as well. (A namespace pickles as a call with none, which makes an empty
-record that the pickle then fills with plain data; other records refuse even that.)
+executes whatever the pickle names. We unpickle with a restricted unpickler instead (the
+pure-Python ``pickle._Unpickler`` with every opcode that acts checked, as torch's
+``weights_only`` unpickler checks them, but with the opcodes dill's pickles use as well):
+``find_class`` hands out torch's own weights-only rebuilders (tensors, storages, plain
+containers) and inert stand-ins, and refuses any other global before anything is loaded,
+with its name in the error. The stand-ins:
+
+- every class under the namespaces that hold model code (``models.*``, ``utils.*``,
+  ``torch.nn.modules.*``, ``ultralytics.nn.tasks.*``, ``ultralytics.nn.modules.*``), and the
+  dotted names a user's block file registers (``attn_deploy/blocks.py``), is an inert
+  record that only stores the pickled state; so are the argument namespaces in
+  ``NAMESPACE_CLASSES`` (ultralytics' training arguments). A record can never be called with
+  arguments: a pickle that tries is refused. (A namespace pickles as a call with none.)
+- the names through which a pickle makes or reaches code (dill's ``_create_function``,
+  ``_create_code``, ``_create_type``; ``types.MethodType``; ``getattr``; ``__main__``) are
+  ``PickledCode`` stand-ins: calling one records what the pickle asked for and runs nothing,
+  so a function, lambda or bound method pickled onto a model object (as forks that save with
+  dill do) arrives as an inert marker; ``Checkpoint.ignored`` names each one, the loader
+  warns once, and nothing binds or calls them. A class pickled by value becomes a record.
+- a few numpy reconstructors, for the arrays training scripts leave in the metadata.
+
+Calls (REDUCE, NEWOBJ, INST/OBJ) go only to what ``find_class`` handed out or to stand-ins;
+BUILD only fills records, stand-ins, tensors, numpy arrays and ordered dicts.
 """
 
 from __future__ import annotations
 
+import collections
 import importlib
+import pickle
 import re
+import types
 import warnings
 import zipfile
 from collections import OrderedDict
@@ -28,7 +44,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from attn_deploy.errors import UserError, library_text
+from attn_deploy.blocks import pickle_names
+from attn_deploy.errors import AttnDeployWarning, UserError, library_text
 
 RECORD_NAMESPACES = ("models.", "utils.", "torch.nn.modules.", "ultralytics.nn.tasks.", "ultralytics.nn.modules.")
 # argument holders that pickle as ``cls()`` then their __dict__ (SimpleNamespace's own reduce):
@@ -37,12 +54,75 @@ NAMESPACE_CLASSES = frozenset({"ultralytics.utils.IterableSimpleNamespace"})
 _NUMPY_DATA = re.compile(
     r"^numpy\.(_?core\.multiarray\.(_reconstruct|scalar)|ndarray|dtype|dtypes\.\w+DType)$"
 )
+# names through which a pickle makes or reaches code: answered by PickledCode stand-ins
+# (``M.__dict__`` is a pickled function's globals: a module's namespace, named, never imported)
+_CODE = re.compile(r"^(dill(\.[\w.]+)?|types\.\w+|builtins\.(getattr|setattr|__main__)|[\w.]+\.__dict__)$")
 BN_STATS = ("running_mean", "running_var", "num_batches_tracked")
 FORMAT = "attn-deploy-checkpoint/1"
 
 
 class RefusedCall(Exception):
     """Raised from inside the unpickler when a pickle tries to call a recorded name."""
+
+
+class RefusedGlobal(Exception):
+    """Raised from inside the unpickler when a pickle names a global that is not allowed."""
+
+
+class PickledCode:
+    """What a pickle built from code-making globals (a function, a lambda, a bound method, a
+    code object): a description, never the thing; calling it only describes the call."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+    def __call__(self, *args: Any, **kwargs: Any) -> PickledCode:
+        return PickledCode(self.what)
+
+    def __setstate__(self, state: Any) -> None:  # dill fills a function's __dict__: dropped
+        pass
+
+    def __repr__(self) -> str:
+        return f"<pickled {self.what}>"
+
+
+# plain data types a pickle may name through dill's ``_load_type``; calling one runs no user code
+_DATA_TYPES = {t.__name__: t for t in (set, frozenset, list, dict, tuple, bytes, bytearray, str, int, float,
+                                       complex, bool, type(None))}
+
+
+class _StandIn:
+    """The stand-in for one code-making global: calling it describes, from plain arguments only."""
+
+    def __init__(self, full_name: str) -> None:
+        self.full_name = full_name
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        name, short = self.full_name, self.full_name.rsplit(".", 1)[-1]
+        if short == "_load_type" and args and isinstance(args[0], str):
+            return _DATA_TYPES.get(args[0]) or _StandIn(f"types.{args[0][:40]}")
+        if short == "_create_type" and len(args) > 1 and isinstance(args[1], str):
+            return _record_class(f"<pickled by value>.{args[1][:60]}")  # its instances: records
+        if short == "_create_array" and len(args) > 2 and getattr(args[0], "__name__", "") == "_reconstruct":
+            array = args[0](*args[1])  # numpy's own reconstructor (allow-listed), as dill does
+            array.__setstate__(args[2])
+            return array
+        if short == "_create_function" and len(args) > 2 and isinstance(args[2], str):
+            return PickledCode("lambda" if args[2] == "<lambda>" else f"function {args[2][:60]}")
+        if short == "MethodType" and args:
+            return PickledCode(f"bound method ({_described(args[0])})")
+        if short == "getattr" and len(args) > 1 and isinstance(args[1], str):
+            return PickledCode(f"bound method {args[1][:60]}")
+        if short == "_create_code":
+            return PickledCode("code object")
+        return PickledCode(name)
+
+    def __setstate__(self, state: Any) -> None:
+        pass
+
+
+def _described(obj: Any) -> str:
+    return obj.what if isinstance(obj, PickledCode) else type(obj).__name__
 
 
 class _RecordMeta(type):
@@ -124,15 +204,6 @@ def _numpy_global(full_name: str) -> Any:
         return getattr(importlib.import_module(module), name)
 
 
-def _numpy_dtype_classes() -> list[tuple[type, str]]:
-    import numpy as np
-
-    dtypes = getattr(np, "dtypes", None)
-    if dtypes is None:  # numpy < 1.25 has no per-dtype classes
-        return []
-    return [(c, f"numpy.dtypes.{n}") for n, c in vars(dtypes).items() if n.endswith("DType") and isinstance(c, type)]
-
-
 MAX_TENSOR = 1 << 28  # elements in one tensor (1 GiB of float32); yolov5x's largest holds 14.7M
 MAX_DIMS = 8
 MAX_ARCHIVE = 16 << 30  # bytes a checkpoint's archive may unpack to
@@ -140,26 +211,105 @@ MAX_RATIO = 200  # a compressed entry growing more than this is a zip bomb (torc
 
 
 def safe_load(path: Path) -> Any:
-    """torch.load with only tensors, plain containers and inert records; refuses the rest."""
+    """torch.load through the restricted unpickler: only tensors, plain containers, inert
+    records and stand-ins come out; any other global is refused by name."""
     _check_archive(path)
     try:
-        names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
-    except Exception as e:  # noqa: BLE001 - the zip and pickle readers fail in many ways
+        with zipfile.ZipFile(path) as z:
+            data = z.read(next(i for i in z.infolist() if i.filename.endswith("data.pkl")))
+    except (OSError, zipfile.BadZipFile, ValueError, EOFError) as e:
         raise UserError(f"{path} cannot be read: its archive is damaged or truncated ({library_text(e, 60)})",
                         detail=str(e)) from e
-    _refuse_globals(path, names)
-    allowed = [(_numpy_global(n) if _NUMPY_DATA.match(n) else _record_class(n), n) for n in names]
-    if any(_NUMPY_DATA.match(n) for n in names):
-        allowed += _numpy_dtype_classes()  # the types a rebuilt numpy.dtype instance has
+    _refuse_globals(path, pickle_globals(data))  # all the names at once, for the message
     try:
-        with torch.serialization.safe_globals(allowed):
-            return torch.load(str(path), map_location="cpu", weights_only=True)
+        return torch.load(str(path), map_location="cpu", weights_only=False, pickle_module=_SAFE_PICKLE)
+    except RefusedGlobal as e:  # one the opcode scan did not see: find_class is the real guard
+        _refuse_globals(path, [str(e)])
+        raise
     except RefusedCall as e:
         raise UserError(f"{path} refused: it asks to call {e}", "model objects are read, never run") from e
     except MemoryError as e:
         raise UserError(f"{path} asks for more memory than this machine has (a tensor bomb?)") from e
+    except RecursionError as e:
+        raise UserError(f"{path} cannot be read: its objects nest too deeply") from e
     except Exception as e:  # noqa: BLE001 - only allow-listed rebuilders ran: any failure is malformed data
         raise UserError(f"{path} cannot be read: {_why_unreadable(e)}", detail=str(e)) from e
+
+
+def _allowed_calls() -> dict[str, Any]:
+    """torch's own weights-only rebuilders (tensors, storages, dtypes, plain containers)."""
+    from torch import _weights_only_unpickler as wo
+
+    return dict(wo._get_allowed_globals())
+
+
+class _SafeUnpickler(pickle._Unpickler):  # type: ignore[name-defined,misc]
+    """pickle's pure-Python unpickler with globals, calls and state-setting restricted."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._allowed = _allowed_calls()
+        self._records: dict[str, type[Record]] = {}
+        self._user = pickle_names()
+        self._handed: set[int] = set()
+
+    def find_class(self, module: str, name: str) -> Any:
+        full = f"{module.replace('__builtin__', 'builtins')}.{name}"
+        if full in self._allowed:
+            obj = self._allowed[full]
+        elif _NUMPY_DATA.match(full):
+            obj = _numpy_global(full)
+        elif full.startswith(RECORD_NAMESPACES) or full in NAMESPACE_CLASSES or full in self._user:
+            obj = self._records.setdefault(full, _record_class(full))
+        elif _CODE.match(full):
+            obj = _StandIn(full)
+        else:
+            raise RefusedGlobal(full)
+        self._handed.add(id(obj))
+        return obj
+
+    def _callable(self, func: Any) -> Any:
+        if (id(func) in self._handed or isinstance(func, (PickledCode, _StandIn)) or func in _DATA_TYPES.values()
+                or (isinstance(func, type) and issubclass(func, Record))):
+            return func
+        raise RefusedCall(getattr(func, "__qualname__", type(func).__name__))
+
+    def load_reduce(self) -> None:
+        args = self.stack.pop()
+        self.stack[-1] = self._callable(self.stack[-1])(*args)
+
+    def load_newobj(self) -> None:
+        args = self.stack.pop()
+        cls = self._callable(self.stack.pop())
+        self.append(cls() if isinstance(cls, (PickledCode, _StandIn)) else cls.__new__(cls, *args))
+
+    def load_newobj_ex(self) -> None:
+        kwargs, args = self.stack.pop(), self.stack.pop()
+        cls = self._callable(self.stack.pop())
+        self.append(cls() if isinstance(cls, (PickledCode, _StandIn)) else cls.__new__(cls, *args, **kwargs))
+
+    def _instantiate(self, klass: Any, args: Any) -> None:
+        self.append(self._callable(klass)(*args))
+
+    def load_build(self) -> None:
+        import numpy as np
+
+        inst = self.stack[-2]  # under the state
+        if isinstance(inst, type) or not isinstance(
+                inst, (Record, PickledCode, _StandIn, Tensor, collections.OrderedDict, np.ndarray, np.dtype)):
+            raise RefusedCall(f"state set on {type(inst).__name__}")
+        super().load_build()
+
+    dispatch = dict(pickle._Unpickler.dispatch)  # type: ignore[attr-defined]
+    dispatch[pickle.REDUCE[0]] = load_reduce
+    dispatch[pickle.NEWOBJ[0]] = load_newobj
+    dispatch[pickle.NEWOBJ_EX[0]] = load_newobj_ex
+    dispatch[pickle.BUILD[0]] = load_build
+
+
+_SAFE_PICKLE = types.ModuleType("attn_deploy_safe_pickle")
+_SAFE_PICKLE.Unpickler = _SafeUnpickler  # type: ignore[attr-defined]
+_SAFE_PICKLE.load = None  # type: ignore[attr-defined]  # torch reads the zip's data.pkl through Unpickler only
 
 
 def _why_unreadable(e: BaseException) -> str:
@@ -227,11 +377,14 @@ def pickle_globals(data: bytes) -> list[str]:
                 break
     except Exception:  # noqa: BLE001 - garbage after a point: what was found so far stands
         pass
-    return list(dict.fromkeys(found))
+    return list(dict.fromkeys(re.sub(r"^__builtin__\.", "builtins.", n) for n in found))
 
 
 def _allowed_global(name: str) -> bool:
-    return name.startswith(RECORD_NAMESPACES) or name in NAMESPACE_CLASSES or bool(_NUMPY_DATA.match(name))
+    """What the restricted unpickler will hand out (as a record, a stand-in or torch's rebuilder)."""
+    name = name.replace("__builtin__", "builtins")
+    return (name.startswith(RECORD_NAMESPACES) or name in NAMESPACE_CLASSES or name in pickle_names()
+            or bool(_NUMPY_DATA.match(name)) or bool(_CODE.match(name)) or name in _allowed_calls())
 
 
 def _refuse_globals(path: Path, names: list[str]) -> None:
@@ -265,6 +418,7 @@ class Checkpoint:
     names: list[str] | None = None
     stride: list[float] | None = None
     records: dict[int, Record] = field(default_factory=dict)
+    ignored: list[str] = field(default_factory=list)  # functions pickled in it, never run: "model.3.forward (lambda)"
 
     @property
     def kind(self) -> str:
@@ -281,11 +435,47 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
         return _from_ours(p, obj)
     model = _pick_model(obj)
     if isinstance(model, Record):
-        return _from_record(p, model)
+        ckpt = _from_record(p, model)
+        ckpt.ignored = pickled_code(obj)
+        return ckpt
     state = _state_dict(model)
     if state is None:
         raise UserError(f"{p} holds neither a model object nor a state dict of tensors")
     return Checkpoint(p, _group_by_layer(state, p))
+
+
+def pickled_code(obj: Any, path: str = "", depth: int = 0) -> list[str]:
+    """Where a loaded checkpoint holds pickled functions (``model.3.forward (lambda)``): the
+    attributes a fork set on its objects, which we leave unbound and uncalled."""
+    if isinstance(obj, PickledCode):
+        return [f"{path or 'the checkpoint'} ({obj.what})"]
+    if depth > 64:
+        return []
+    found: list[str] = []
+    if isinstance(obj, Record):
+        state = obj.__dict__.get("state", {})
+        for key, value in state.items():
+            if key in ("_parameters", "_buffers"):
+                continue
+            if key == "_modules" and isinstance(value, dict):
+                for name, child in value.items():
+                    found += pickled_code(child, f"{path}.{name}" if path else str(name), depth + 1)
+            else:
+                found += pickled_code(value, f"{path}.{key}" if path else str(key), depth + 1)
+    elif isinstance(obj, dict):
+        for key, value in obj.items():
+            found += pickled_code(value, f"{path}[{key!r}]" if path else str(key), depth + 1)
+    elif isinstance(obj, (list, tuple, set, frozenset)):
+        for i, value in enumerate(obj):
+            found += pickled_code(value, f"{path}[{i}]", depth + 1)
+    return found
+
+
+def warn_ignored(ckpt: Checkpoint) -> None:
+    """One warning line naming the pickled functions that were left unrun."""
+    shown = ", ".join(ckpt.ignored[:4]) + (f" and {len(ckpt.ignored) - 4} more" if len(ckpt.ignored) > 4 else "")
+    warnings.warn(f"{ckpt.path.name}: {len(ckpt.ignored)} pickled function(s) ignored, never run or bound: {shown}",
+                  AttnDeployWarning, stacklevel=3)
 
 
 def _pick_model(obj: Any) -> Any:
