@@ -35,8 +35,21 @@ class ImageSize(click.ParamType):
         self.fail(f"{str(value)[:40]!r} is not an image size (N, or H,W)", param, ctx)
 
 
+def _load_blocks(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> None:
+    from attn_deploy.models.loader import load_blocks
+
+    load_blocks(value)
+
+
+BLOCKS_HELP = ("Your own blocks: a Python file that registers module classes (see 'attn-deploy blocks'); "
+               "repeatable. The file is imported and runs; the checkpoint's pickle never does.")
+
+
 def model_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    """--model / --cfg / --weights, shared by every verb that starts from a PyTorch model."""
+    """--model / --cfg / --weights / --blocks, shared by every verb that starts from a PyTorch model
+    (the block files are imported as the options are read, before the model is loaded)."""
+    f = click.option("--blocks", "blocks", multiple=True, type=click.Path(dir_okay=False), metavar="FILE.py",
+                     expose_value=False, callback=_load_blocks, help=BLOCKS_HELP)(f)
     f = click.option("--weights", type=click.Path(dir_okay=False), help="yolov5/YOLOAir checkpoint or state dict (.pt).")(f)
     f = click.option("--cfg", type=click.Path(dir_okay=False), help="A yolov5-format model yaml.")(f)
     f = click.option("--model", "model_name", metavar="NAME", help="Built-in model, e.g. yolov5s-ca (see 'models').")(f)

@@ -8,20 +8,25 @@ from typing import Any
 
 import torch
 
+from attn_deploy.blocks import BlockError, UserBlock, forget, load_entry_points, load_files, registered
 from attn_deploy.errors import UserError
 from attn_deploy.models.anchorfree import AnchorFreeModel, guess_scale
-from attn_deploy.models.checkpoint import Checkpoint, read_checkpoint
+from attn_deploy.models.checkpoint import Checkpoint, read_checkpoint, warn_ignored
 from attn_deploy.models.heads import Detector
 from attn_deploy.models.mapping import load_checkpoint_weights
+from attn_deploy.models.rows import strip_nn
 from attn_deploy.models.yolo import build_model, load_yaml
 from attn_deploy.models.zoo import SEED, create_model
 
 
 def load_model(
     model: str | None = None, cfg: str | Path | None = None, weights: str | Path | None = None,
-    nc: int | None = None,
+    nc: int | None = None, blocks: list[str | Path] | tuple[str | Path, ...] = (),
 ) -> Detector:
     """A model in eval mode from ``--model``, ``--cfg`` and/or ``--weights``.
+
+    ``blocks`` are the user's block files (``--blocks``), imported first, with the installed
+    packages' ``attn_deploy.blocks`` entry points (``attn_deploy/blocks.py``).
 
     A training checkpoint carries its own yaml, so it needs neither name nor yaml; a plain
     state dict needs one of them. When both a name (or yaml) and a checkpoint are given, the
@@ -30,6 +35,7 @@ def load_model(
     """
     if model and cfg:
         raise UserError("give --model or --cfg, not both")
+    load_blocks(blocks)
     ckpt = read_checkpoint(weights) if weights else None
     if ckpt is not None:
         nc = _checkpoint_nc(ckpt) if nc is None else nc
@@ -45,7 +51,33 @@ def load_model(
         raise UserError("no model given: use --model NAME, --cfg YAML or --weights FILE")
     if ckpt is not None:
         load_checkpoint_weights(net, ckpt)
+        if ckpt.ignored:
+            warn_ignored(ckpt)
     return net.eval()
+
+
+def load_blocks(files: list[str | Path] | tuple[str | Path, ...] = ()) -> list[UserBlock]:
+    """Register the installed packages' blocks and those of ``files``; a name that a built-in
+    block already has is refused (ours would be built for it, silently)."""
+    load_entry_points()
+    found = load_files(files)
+    for entry in registered():
+        taken = sorted(n for n in entry.yaml_names if is_builtin(n))
+        if taken:
+            forget(entry)
+            raise BlockError(f"{entry.origin}: block {entry.cls.__name__}: {taken[0]!r} is a built-in block's name",
+                             "register it under another name, and write that name in the yaml")
+    return found
+
+
+def is_builtin(name: str) -> bool:
+    """Whether a yaml module name resolves to one of our own blocks, in either family."""
+    from attn_deploy.models import yolo
+    from attn_deploy.models.anchorfree import parser
+    from attn_deploy.models.attention import find_attention
+
+    tables = (yolo.CHANNEL_BLOCKS, yolo.OTHER_BLOCKS, parser.CHANNEL_BLOCKS, parser.OTHER_BLOCKS)
+    return any(strip_nn(name) in t for t in tables) or find_attention(name) is not None
 
 
 def is_anchor_free(cfg: dict[str, Any]) -> bool:

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from attn_deploy.blocks import UserBlock, find_block
 from attn_deploy.errors import UserError, one_line
 from attn_deploy.models import common
 from attn_deploy.models.attention import AttentionSpec, attention_aliases, find_attention
@@ -178,6 +179,8 @@ class RowBuilder:
             return self._attention(spec, row, args, n, where)
         if name in self.other_blocks:
             return self._other(name, row, args, n)
+        if (user := find_block(row.name)) is not None:
+            return self._user(user, row, args, n)
         raise self.unknown_module(row.name)
 
     @staticmethod
@@ -209,10 +212,36 @@ class RowBuilder:
         cls = self.other_blocks[name]
         return self._repeat(lambda: cls(*args), n), c2
 
+    def _user(self, user: UserBlock, row: Row, args: list[Any], n: int) -> tuple[nn.Module, int]:
+        """A block the user registered: their channel rule, their class (``attn_deploy/blocks.py``)."""
+        made, c2, n = user.constructor_args(self.channels(row.source), args, n, self.width)
+        if not 0 < c2 <= MAX_CHANNELS:
+            raise UserError(f"block {user.label()}: its channel rule gives {c2} output channels")
+
+        def make() -> nn.Module:
+            try:
+                module = user.cls(*made)
+            except UserError:
+                raise
+            except Exception as e:  # noqa: BLE001 - the user's constructor may raise anything: named
+                if torch.get_default_device().type == "meta":  # code that needs real tensors to size itself
+                    with torch.device("cpu"):
+                        return make()
+                raise UserError(f"block {user.label()}: {user.cls.__name__}{short_repr(tuple(made), 60)} failed: "
+                                f"{type(e).__name__}: {one_line(str(e), 80)}") from e
+            if not isinstance(module, nn.Module):
+                raise UserError(f"block {user.label()}: constructing it did not give an nn.Module")
+            return module
+
+        module = self._repeat(make, n)
+        module.user_block = user.name  # type: ignore[assignment]
+        return module, c2
+
     def unknown_module(self, name: str) -> UserError:
         known = [*self.channel_blocks, *self.other_blocks, *(n for names in attention_aliases().values() for n in names)]
         close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
-        hint = f"did you mean {', '.join(close)}?" if close else "see 'attn-deploy models' for attention names"
+        hint = (f"did you mean {', '.join(close)}?" if close else
+                "see 'attn-deploy models'; a block of your own: --blocks FILE.py (see 'attn-deploy blocks --help')")
         return UserError(f"unknown module {short_repr(name)}", hint)
 
 
