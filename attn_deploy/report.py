@@ -231,3 +231,19 @@ def blocks_table(report: Any) -> Table:
         local = (f"{loc.rel:.2e}", f"{loc.cosine:.6f}") if loc is not None else ("-", row.note or "-")
         t.add_row(f"{mark}{b.index}", name, f"{acc.max_abs:.3g}", f"{acc.rel:.2e}", f"{acc.cosine:.6f}", *local)
     return t
+
+
+def blocks_check_table(results: list[Any]) -> Table:
+    """``attn-deploy blocks``: each registered block checked alone (``exporter/blockcheck.py``)."""
+    from rich.markup import escape
+
+    t = Table(title="Your blocks, each checked alone (shapes at two sizes, ONNX with dynamic H, W, lint, ORT vs PyTorch)")
+    for col, justify in (("block", "left"), ("names", "left"), ("rule", "left"), ("shapes (C x H x W)", "left"),
+                         ("ops", "left"), ("ORT max abs", "right"), ("result", "left")):
+        t.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for r in results:
+        ops = ", ".join(f"{k} {v}" for k, v in r.ops.items())
+        verdict = "[green]ok[/]" if r.passed else f"[red]{escape(r.problem or r.lint[0])}[/]"
+        t.add_row(f"{r.block}\n[dim]{escape(r.origin)}[/]", "\n".join(r.names), r.rule, "\n".join(r.shapes), ops,
+                  f"{r.max_error:.2e}" if r.max_error is not None else "-", verdict)
+    return t

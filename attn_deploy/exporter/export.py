@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 from attn_deploy import __version__, layouts
 from attn_deploy.errors import UserError
+from attn_deploy.exporter.blockcheck import check_model_blocks, explain_export_failure, name_lint_findings
 from attn_deploy.exporter.layers import find_boundaries, model_rows
 from attn_deploy.exporter.lint import LintReport, lint_onnx
 from attn_deploy.exporter.nms import NmsOptions, append_nms
@@ -88,8 +89,14 @@ def export_model(
     head = head_of(net)
     _check_head(net, head, spec, nms)
     path = check_writable(Path(output) if output else Path(f"{net.name}.onnx"))
+    user_inputs = check_model_blocks(net)  # the user's own blocks keep their shapes (none: nothing runs)
     say(f"exporting {net.name} to ONNX (opset {spec.opset})")
-    raw = torch_to_onnx(net, spec)
+    try:
+        raw = torch_to_onnx(net, spec)
+    except Exception as e:
+        if user_inputs and (why := explain_export_failure(net, user_inputs, e)) is not None:
+            raise why from e
+        raise
     meta = onnx_metadata(net, spec)
     plain = clean(raw, net.name, meta)
     final = (clean(append_nms(onnx.load_from_string(raw), nms, head.layout).SerializeToString(), net.name, meta)
@@ -100,6 +107,7 @@ def export_model(
     if check:
         say("checking TensorRT compatibility")
         lint = lint_onnx(final)
+        name_lint_findings(net, lint.findings)
         say("checking ONNX Runtime against PyTorch")
         parity = check_export(net, plain.SerializeToString(), spec, tol, nms, data if nms else None)
     result = ExportResult(

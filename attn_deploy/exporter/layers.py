@@ -62,6 +62,42 @@ def scope_of(node: onnx.NodeProto) -> int | None:
     return int(m.group(1)) if m else None
 
 
+def split_merged_concats(graph: onnx.GraphProto) -> int:
+    """Give back their own output to layers that end in a Concat read by a Concat row.
+
+    The TorchScript exporter flattens ``cat([cat([a, b]), c])`` into one Concat, so such a
+    layer (a Ghost convolution before YOLOv5's Concat) has no tensor of its own: per-block
+    parity and calib need one. Two or more consecutive inputs of a Concat made by another
+    layer's nodes are concatenated again in that layer's scope (TensorRT fuses concats into
+    one buffer, so this costs nothing there). Returns how many were split.
+    """
+    producer = {t: n for n in graph.node for t in n.output}
+    done = 0
+    for node in list(graph.node):
+        here = scope_of(node)
+        if node.op_type != "Concat" or here is None:
+            continue
+        scopes = [scope_of(producer[t]) if t in producer else None for t in node.input]
+        start = 0
+        while start < len(scopes):
+            end = start
+            while end + 1 < len(scopes) and scopes[end + 1] == scopes[start]:
+                end += 1
+            owner = scopes[start]
+            if end > start and owner is not None and owner != here:
+                name = f"/model.{owner}/Concat_layer_output"
+                inputs = list(node.input[start:end + 1])
+                joined = onnx.helper.make_node("Concat", inputs, [f"{name}_0"], name=name,
+                                               axis=next(a.i for a in node.attribute if a.name == "axis"))
+                graph.node.insert(list(graph.node).index(node), joined)
+                del node.input[start:end + 1]
+                node.input.insert(start, f"{name}_0")
+                scopes[start:end + 1] = [owner]
+                done += 1
+            start += 1
+    return done
+
+
 def layer_nodes(model: onnx.ModelProto) -> dict[int, list[str]]:
     """Node names per yaml layer, from their ``/model.<i>/`` scope."""
     out: dict[int, list[str]] = {}

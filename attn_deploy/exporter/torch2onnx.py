@@ -22,6 +22,7 @@ import torch
 
 from attn_deploy import __version__, layouts
 from attn_deploy.errors import UserError
+from attn_deploy.exporter.layers import split_merged_concats
 from attn_deploy.models.heads import Detector, head_of
 from attn_deploy.models.yolo import check_size_limits
 
@@ -98,6 +99,8 @@ def clean(model_bytes: bytes, name: str, metadata: dict[str, str]) -> "onnx.Mode
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         proto = onnxslim.slim(proto)
+    if split_merged_concats(proto.graph):  # the new tensors get their shapes, as onnxslim gave the rest
+        proto = onnx.shape_inference.infer_shapes(proto, strict_mode=True)
     proto.graph.name = name
     proto.doc_string = ""
     for node in proto.graph.node:
