@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -26,3 +27,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(autouse=True)
 def _seeded() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _no_user_blocks() -> Iterator[None]:
+    """Each test starts and ends with no user blocks registered (the registry is per process)."""
+    from attn_deploy import blocks
+
+    blocks.clear()
+    yield
+    blocks.clear()

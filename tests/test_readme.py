@@ -32,6 +32,7 @@ def test_readme_has_the_two_setup_commands() -> None:
 def test_readme_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "demo").symlink_to(README.parent / "demo")  # the examples name the shipped demo model
+    (tmp_path / "examples").symlink_to(README.parent / "examples")  # and the example block file
     commands = example_commands()
     assert "attn-deploy export --model yolov5s-ca" in commands
     for command in commands:  # in order: lint reads what export wrote

@@ -1,0 +1,292 @@
+"""Users' own blocks (``--blocks FILE.py``, ``attn_deploy.blocks`` entry points): a fork's
+checkpoint whose classes we have never seen, rebuilt with the user's code, exported and
+checked, and nothing from its pickle ever run."""
+
+from __future__ import annotations
+
+import copy
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+import fork_mobilenet as fork
+from attn_deploy import blocks
+from attn_deploy.cli import main
+from attn_deploy.errors import AttnDeployWarning, UserError
+from attn_deploy.exporter.blockcheck import check_block, export_failure
+from attn_deploy.models import load_model
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "blocks" / "mobilenetv3_ghost.py"
+
+
+@pytest.fixture(scope="module")
+def fork_model() -> torch.nn.Module:
+    net = fork.model()
+    yield net
+    fork.y5.uninstall()
+
+
+@pytest.fixture()
+def fork_ckpt(tmp_path: Path, fork_model: torch.nn.Module) -> tuple[Path, Path]:
+    marker = tmp_path / "ran"
+    return fork.save(tmp_path / "best.pt", fork_model, marker), marker
+
+
+def _reference(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return copy.deepcopy(net).half().float().eval()(x)[0]
+
+
+def test_fork_checkpoint_is_rebuilt_with_the_users_blocks(fork_ckpt: tuple[Path, Path], fork_model: torch.nn.Module,
+                                                         recwarn: pytest.WarningsRecorder) -> None:
+    path, marker = fork_ckpt
+    net = load_model(weights=path, blocks=[EXAMPLE])
+    x = torch.rand(2, 3, 320, 256, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ours = net(x)
+    ref = _reference(fork_model, x)
+    torch.testing.assert_close(ours[..., :4], ref[..., :4], rtol=0, atol=1e-3)  # pixels
+    torch.testing.assert_close(ours[..., 4:], ref[..., 4:], rtol=0, atol=1e-5)  # probabilities
+    assert [m.type for m in net.model][:3] == ["conv_bn_hswish", "MobileNet_Block", "MobileNet_Block"]
+    assert not marker.exists()  # the pickled bound method and lambda never ran
+    ours_warnings = [str(w.message) for w in recwarn if issubclass(w.category, AttnDeployWarning)]
+    assert len(ours_warnings) == 1
+    assert "model.1.forward (bound method (lambda))" in ours_warnings[0]
+    assert "model.9.act_fn (lambda)" in ours_warnings[0]
+    assert not hasattr(net.model[9], "act_fn") and "forward" not in vars(net.model[1])
+
+
+def test_export_of_the_fork_passes_lint_and_parity_and_names_the_blocks(tmp_path: Path, fork_ckpt: tuple[Path, Path]) -> None:
+    path, marker = fork_ckpt
+    out = tmp_path / "fork.onnx"
+    result = CliRunner().invoke(main, ["export", "--weights", str(path), "--blocks", str(EXAMPLE), "--imgsz", "256",
+                                       "-o", str(out), "--json"])
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["passed"] and doc["lint"]["passed"] and doc["parity"]["passed"]
+    assert "warning: best.pt: 2 pickled function(s) ignored" in result.stderr
+    layers = json.loads(out.with_suffix(".json").read_text())["layers"]
+    assert len(layers) == 24 and all(b["output"] for b in layers)  # one tensor per layer, Ghost rows too
+    assert not marker.exists()
+
+
+def test_per_block_parity_names_the_users_blocks(tmp_path: Path, fork_ckpt: tuple[Path, Path]) -> None:
+    from attn_deploy.diagnose.blocks import per_block
+    from attn_deploy.diagnose.onnx_blocks import OnnxBlocks
+    from attn_deploy.exporter.export import export_model
+    from attn_deploy.exporter.layers import LayerBoundary
+    from attn_deploy.exporter.torch2onnx import ExportSpec
+    from attn_deploy.sidecar import read_sidecar
+
+    path, _ = fork_ckpt
+    net = load_model(weights=path, blocks=[EXAMPLE])
+    result = export_model(net, tmp_path / "f.onnx", ExportSpec((128, 128)), check=False)
+    bounds = [LayerBoundary.from_dict(d) for d in read_sidecar(result.onnx)["layers"]]
+    images = torch.rand(1, 3, 128, 128, generator=torch.Generator().manual_seed(2)).numpy()
+    report = per_block(net, OnnxBlocks(result.onnx, bounds), bounds, [(images, 1)])
+    modules = {row.boundary.index: row.boundary.module for row in report.rows}
+    assert modules[1] == "Bneck" and modules[9] == "Ghost" and modules[0] == "StemConv"
+    assert max(row.local.rel for row in report.rows if row.local is not None) < 1e-4
+
+
+def test_a_yaml_with_the_users_block_and_a_custom_rule(tmp_path: Path) -> None:
+    """A function rule (channels, args, width) and the 'keep' rule, in a yaml of our own."""
+    f = tmp_path / "mine.py"
+    f.write_text(textwrap.dedent("""
+        import torch
+        from torch import nn
+        from attn_deploy.blocks import block
+
+        def doubled(channels, args, width):
+            return [channels[0], 2 * channels[0]], 2 * channels[0]
+
+        @block("Doubler", rule=doubled)
+        class Doubler(nn.Module):
+            def __init__(self, c1, c2):
+                super().__init__()
+                self.conv = nn.Conv2d(c1, c2, 1)
+            def forward(self, x):
+                return self.conv(x)
+
+        @block("Gate", rule="keep", example=[0.5])
+        class Gate(nn.Module):
+            def __init__(self, c1, alpha=1.0):
+                super().__init__()
+                self.alpha = alpha
+                self.w = nn.Parameter(torch.ones(1, c1, 1, 1))
+            def forward(self, x):
+                return x * torch.sigmoid(self.alpha * self.w)
+    """))
+    from attn_deploy.models.zoo import SCALES, YOLOV5, insert_row
+
+    gd, gw = SCALES["n"]
+    cfg = {"nc": 3, "depth_multiple": gd, "width_multiple": gw, **copy.deepcopy({k: v for k, v in YOLOV5.items() if k != "nc"})}
+    cfg = insert_row(insert_row(cfg, 9, [-1, 1, "Gate", [0.5]]), 9, [-1, 1, "Doubler", []])
+    import yaml
+
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump(cfg))
+    net = load_model(cfg=tmp_path / "m.yaml", blocks=[f])
+    assert net.out_channels[9] == 2 * net.out_channels[8] and net.out_channels[10] == net.out_channels[9]
+    assert net.model[10].alpha == 0.5
+    with torch.no_grad():
+        assert net(torch.zeros(1, 3, 128, 128)).shape == (1, 3 * (16 * 16 + 8 * 8 + 4 * 4), 8)
+
+
+# ---- attn-deploy blocks ------------------------------------------------------------------
+
+
+def test_blocks_verb_lists_and_checks_the_example_file() -> None:
+    result = CliRunner().invoke(main, ["blocks", str(EXAMPLE), "--json"])
+    assert result.exit_code == 0, result.stderr
+    doc = {d["block"]: d for d in json.loads(result.stdout)}
+    assert set(doc) == {"conv_bn_hswish", "MobileNet_Block", "GhostConv"}
+    assert doc["MobileNet_Block"]["names"] == ["MobileNet_Block", "models.common.MobileNet_Block"]
+    assert doc["MobileNet_Block"]["shapes"] == ["16x32x48 -> 24x16x24", "16x48x32 -> 24x24x16"]
+    assert all(d["passed"] and d["max_error"] < 1e-5 and not d["lint"] for d in doc.values())
+
+
+BAD_BLOCKS = {
+    "a fixed size": ("""
+        @block("Fixed", rule="keep")
+        class Fixed(nn.Module):
+            def __init__(self, c1):
+                super().__init__()
+            def forward(self, x):
+                return nn.functional.adaptive_avg_pool2d(x, (4, 4))
+    """, "does not follow its input's"),
+    "an upsampling adaptive pool": ("""
+        @block("Up", rule="keep")
+        class Up(nn.Module):
+            def __init__(self, c1):
+                super().__init__()
+            def forward(self, x):
+                return nn.functional.adaptive_avg_pool2d(x, (x.shape[2] * 2, x.shape[3] * 2))
+    """, "cannot export adaptive pooling (since output_size is not constant); the usual rewrite: pool with"),
+    "wrong declared channels": ("""
+        @block("Half", rule="keep")
+        class Half(nn.Module):
+            def __init__(self, c1):
+                super().__init__()
+            def forward(self, x):
+                return x[:, : x.shape[1] // 2]
+    """, "declared 32 channels"),
+    "an op TensorRT cannot parse": ("""
+        @block("Dets", rule="keep")
+        class Dets(nn.Module):
+            def __init__(self, c1):
+                super().__init__()
+            def forward(self, x):
+                return x * torch.det(x[:, :1, :2, :2]).reshape(-1, 1, 1, 1)
+    """, "Dets"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_BLOCKS))
+def test_blocks_verb_finds_what_would_export_wrong(tmp_path: Path, case: str) -> None:
+    source, needle = BAD_BLOCKS[case]
+    f = tmp_path / "bad.py"
+    f.write_text("import torch\nfrom torch import nn\nfrom attn_deploy.blocks import block\n" + textwrap.dedent(source))
+    result = CliRunner().invoke(main, ["blocks", str(f)])
+    assert result.exit_code == 1, (result.stdout, result.stderr)
+    assert needle in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_export_failure_names_op_and_rewrite() -> None:
+    e = RuntimeError("Unsupported: ONNX export of operator adaptive_avg_pool2d, output size that are not factor "
+                     "of input size. Please feel free to request support")
+    text = export_failure("layer 5 (Up, from x.py)", e)
+    assert text.startswith("layer 5 (Up, from x.py): the ONNX exporter cannot export adaptive_avg_pool2d")
+    assert "AvgPool2d" in text and "Please" not in text
+
+
+# ---- bad block files: one line naming the file and the block ------------------------------
+
+BAD_FILES = {
+    "syntax error": ("def broken(:\n", "line 1: syntax error"),
+    "not a module": ("from attn_deploy.blocks import block\n@block('Thing')\nclass Thing:\n    pass\n",
+                     "block Thing: @block decorates torch.nn.Module classes"),
+    "a function": ("from attn_deploy.blocks import block\n@block('f')\ndef f(x):\n    return x\n",
+                   "block f: @block decorates torch.nn.Module classes"),
+    "duplicate name": ("from torch import nn\nfrom attn_deploy.blocks import block\n"
+                       "@block('Same')\nclass A(nn.Module):\n    pass\n@block('Same')\nclass B(nn.Module):\n    pass\n",
+                       "block B: the name 'Same' is already registered by A"),
+    "built-in name": ("from torch import nn\nfrom attn_deploy.blocks import block\n@block('C3')\nclass C3(nn.Module):\n    pass\n",
+                      "'C3' is a built-in block's name"),
+    "unknown rule": ("from torch import nn\nfrom attn_deploy.blocks import block\n@block('X', rule='convv')\n"
+                     "class X(nn.Module):\n    pass\n", "block X: unknown channel rule 'convv'"),
+    "rule of the wrong shape": ("from torch import nn\nfrom attn_deploy.blocks import block\n"
+                                "@block('X', rule=lambda c: c)\nclass X(nn.Module):\n    pass\n",
+                                "block X: a channel rule function takes (channels, args, width)"),
+    "raises on import": ("import math\nx = 1\nraise ValueError('no GPU here')\n", "line 3: importing it failed: ValueError"),
+    "registers nothing": ("x = 1\n", "registers no blocks"),
+    "not a .py file": (None, "is not a Python file"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FILES))
+def test_bad_block_files_end_in_one_line(tmp_path: Path, case: str) -> None:
+    source, needle = BAD_FILES[case]
+    f = tmp_path / ("blocks.txt" if source is None else "my_blocks.py")
+    f.write_text(source or "")
+    for args in (["blocks", str(f)], ["info", "--model", "yolov5n", "--blocks", str(f)]):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 2, (args, result.stderr)
+        line = result.stderr.strip()
+        assert len(line.splitlines()) == 1 and needle in line, line
+        assert f.name in line, line
+    assert blocks.registered() == []  # nothing half-registered is left behind
+
+
+def test_a_wrong_rule_at_build_time_names_file_and_block(tmp_path: Path) -> None:
+    f = tmp_path / "rules.py"
+    f.write_text("from torch import nn\nfrom attn_deploy.blocks import block\n"
+                 "@block('Odd', rule=lambda ch, args, width: ('not', 'a rule'))\nclass Odd(nn.Module):\n    pass\n")
+    cfg = tmp_path / "m.yaml"
+    from attn_deploy.models.zoo import YOLOV5, insert_row
+    import yaml
+
+    cfg.write_text(yaml.safe_dump(insert_row(copy.deepcopy(YOLOV5), 9, [-1, 1, "Odd", []])))
+    with pytest.raises(UserError, match="block Odd: its channel rule returned"):
+        load_model(cfg=cfg, blocks=[f])
+
+
+def test_block_names_open_other_pickle_namespaces(tmp_path: Path) -> None:
+    """A pickle path registered by the user makes records of that class; others stay refused."""
+    from hostile import archive_with_pickle, pickle_text
+
+    from attn_deploy.models.checkpoint import Record, safe_load
+
+    data = b"\x80\x02}" + pickle_text("m") + b"cmyfork.nets\nMyBlock\n)\x81}b" + b"s."
+    path = archive_with_pickle(tmp_path, "a.pt", data)
+    with pytest.raises(UserError, match="refused: it asks to import myfork.nets.MyBlock"):
+        safe_load(path)
+    f = tmp_path / "b.py"
+    f.write_text("from torch import nn\nfrom attn_deploy.blocks import block\n"
+                 "@block('MyBlock', 'myfork.nets.MyBlock', rule='keep')\nclass MyBlock(nn.Module):\n    pass\n")
+    blocks.load_files([f])
+    record = safe_load(path)["m"]
+    assert isinstance(record, Record) and record.full_name == "myfork.nets.MyBlock"
+
+
+def test_entry_point_blocks_are_registered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pkg = tmp_path / "site"
+    (pkg / "acme_blocks").mkdir(parents=True)
+    (pkg / "acme_blocks" / "__init__.py").write_text(
+        "from torch import nn\nfrom attn_deploy.blocks import block\n"
+        "@block('AcmeGate', rule='keep')\nclass AcmeGate(nn.Module):\n"
+        "    def __init__(self, c1):\n        super().__init__()\n    def forward(self, x):\n        return x\n")
+    info = pkg / "acme_blocks-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-blocks\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[attn_deploy.blocks]\nacme = acme_blocks\n")
+    monkeypatch.syspath_prepend(str(pkg))
+    from attn_deploy.models.loader import load_blocks
+
+    load_blocks()
+    entry = blocks.find_block("AcmeGate")
+    assert entry is not None and entry.origin == "entry point acme of acme-blocks"
