@@ -30,6 +30,13 @@ class _Call:
         return self.fn, self.args
 
 
+class _CallResult(_Call):
+    """A call whose result the pickle then calls (pickle wants it callable; it never runs here)."""
+
+    def __call__(self, *args: object) -> None:
+        raise AssertionError("only pickled")
+
+
 def _touch(folder: Path) -> str:
     return f"touch {folder / MARKER}"
 
@@ -55,6 +62,14 @@ def _rewrite(folder: Path, name: str, change: Callable[[str, bytes], bytes], ext
 
 def _save(folder: Path, name: str, obj: object) -> Path:
     torch.save(obj, folder / name)
+    return folder / name
+
+
+def _dill_save(folder: Path, name: str, obj: object) -> Path:
+    """torch.save with dill, as some forks save: functions and modules pickled by value."""
+    import dill
+
+    torch.save(obj, folder / name, pickle_module=dill)
     return folder / name
 
 
@@ -91,6 +106,14 @@ CHECKPOINTS: dict[str, tuple[Maker, str]] = {
     "builtins.exec, pickle protocol 4": (lambda d: _pickle(d, "a.pt", _Call(builtins.exec, f"import os; os.system('{_touch(d)}')"), 4), "builtins.exec"),
     "builtins.eval in a torch zip": (lambda d: _save(d, "a.pt", {"ema": _Call(builtins.eval, f"__import__('os').system('{_touch(d)}')")}), "builtins.eval"),
     "subprocess.Popen": (lambda d: _save(d, "a.pt", {"model": _Call(__import__("subprocess").Popen, ["touch", str(d / MARKER)])}), "Popen"),
+    # dill (forks that save with it): code by value arrives as inert markers; calling one runs
+    # nothing; a module fetched by name and a function taken from it are markers too
+    "dill: a lambda called at load": (lambda d: _dill_save(d, "a.pt", {"model": _Call(
+        eval("lambda c: __import__('os').system(c)"), _touch(d))}), "neither a model object"),  # noqa: S307
+    "dill: getattr(os, 'system') called": (lambda d: _dill_save(d, "a.pt", {"model": _Call(
+        _CallResult(getattr, os, "system"), _touch(d))}), "neither a model object"),
+    "dill: os.system by reference": (lambda d: _dill_save(d, "a.pt", {"model": _Call(os.system, _touch(d))}),
+                                     "posix.system"),
     # gadgets inside torch: loaders that would read or run other files
     "torch.hub.load gadget": (lambda d: _save(d, "a.pt", {"model": _Call(torch.hub.load, "x/y", "z")}), "torch.hub.load"),
     "torch.load gadget": (lambda d: _save(d, "a.pt", {"model": _Call(torch.load, str(d / "x.pt"))}), "torch.serialization.load"),

@@ -17,7 +17,7 @@ import fork_mobilenet as fork
 from attn_deploy import blocks
 from attn_deploy.cli import main
 from attn_deploy.errors import AttnDeployWarning, UserError
-from attn_deploy.exporter.blockcheck import check_block, export_failure
+from attn_deploy.exporter.blockcheck import export_failure
 from attn_deploy.models import load_model
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "blocks" / "mobilenetv3_ghost.py"
@@ -74,23 +74,41 @@ def test_export_of_the_fork_passes_lint_and_parity_and_names_the_blocks(tmp_path
     assert not marker.exists()
 
 
-def test_per_block_parity_names_the_users_blocks(tmp_path: Path, fork_ckpt: tuple[Path, Path]) -> None:
-    from attn_deploy.diagnose.blocks import per_block
-    from attn_deploy.diagnose.onnx_blocks import OnnxBlocks
-    from attn_deploy.exporter.export import export_model
-    from attn_deploy.exporter.layers import LayerBoundary
-    from attn_deploy.exporter.torch2onnx import ExportSpec
-    from attn_deploy.sidecar import read_sidecar
+@pytest.mark.slow
+def test_parity_per_block_names_the_users_blocks(tmp_path: Path, fork_ckpt: tuple[Path, Path]) -> None:
+    from attn_deploy.train.shapes import write_dataset
 
-    path, _ = fork_ckpt
-    net = load_model(weights=path, blocks=[EXAMPLE])
-    result = export_model(net, tmp_path / "f.onnx", ExportSpec((128, 128)), check=False)
-    bounds = [LayerBoundary.from_dict(d) for d in read_sidecar(result.onnx)["layers"]]
-    images = torch.rand(1, 3, 128, 128, generator=torch.Generator().manual_seed(2)).numpy()
-    report = per_block(net, OnnxBlocks(result.onnx, bounds), bounds, [(images, 1)])
-    modules = {row.boundary.index: row.boundary.module for row in report.rows}
-    assert modules[1] == "Bneck" and modules[9] == "Ghost" and modules[0] == "StemConv"
-    assert max(row.local.rel for row in report.rows if row.local is not None) < 1e-4
+    path, marker = fork_ckpt
+    data = write_dataset(tmp_path / "shapes", train=1, val=3)
+    onnx_path = tmp_path / "fork.onnx"
+    common = ["--weights", str(path), "--blocks", str(EXAMPLE)]
+    assert CliRunner().invoke(main, ["export", *common, "--imgsz", "128", "-o", str(onnx_path)]).exit_code == 0
+    r = CliRunner().invoke(main, ["parity", *common, "--against", str(onnx_path), "--data", str(data),
+                                  "--imgsz", "128", "--per-block", "--block-images", "2", "--json"])
+    assert r.exit_code in (0, 1), r.stderr
+    blocks = {b["layer"]: b for b in json.loads(r.stdout)["blocks"]}
+    assert [blocks[i]["module"] for i in (0, 1, 9, 17)] == ["StemConv", "Bneck", "Ghost", "Ghost"]
+    assert max(b["local"]["rel"] for b in blocks.values()) < 1e-4  # float32 ONNX: every layer at float noise
+    assert not marker.exists()
+
+
+def test_a_plainly_pickled_bound_method_is_named_not_bound(tmp_path: Path, recwarn: pytest.WarningsRecorder) -> None:
+    """Without dill, pickle stores a bound method as getattr(obj, name): a marker all the same."""
+    import yolov5_standin as y5
+    from test_checkpoint import fork_cfg
+
+    y5.install()
+    try:
+        standin = y5.randomize(y5.DetectionModel(fork_cfg("SE")))
+        ckpt = y5.training_checkpoint(standin)
+        ckpt["ema"].model[3].fused_forward = ckpt["ema"].model[3].forward
+        torch.save(ckpt, tmp_path / "best.pt")
+    finally:
+        y5.uninstall()
+    net = load_model(weights=tmp_path / "best.pt")
+    assert "fused_forward" not in vars(net.model[3])
+    [w] = [str(w.message) for w in recwarn if issubclass(w.category, AttnDeployWarning)]
+    assert "ema.model.3.fused_forward (bound method forward)" in w
 
 
 def test_a_yaml_with_the_users_block_and_a_custom_rule(tmp_path: Path) -> None:
@@ -194,6 +212,32 @@ def test_blocks_verb_finds_what_would_export_wrong(tmp_path: Path, case: str) ->
     assert result.exit_code == 1, (result.stdout, result.stderr)
     assert needle in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_export_names_the_user_block_in_lint_findings_and_exporter_failures(tmp_path: Path) -> None:
+    """In a model: a lint finding inside a user block names it; an op the exporter cannot
+    export at all is one line naming the block, the op and the rewrite (exit 2)."""
+    import yaml
+
+    from attn_deploy.models.zoo import YOLOV5, insert_row
+
+    for name, body, code, needle in (
+        ("Dets", "x * torch.det(x[:, :1, :2, :2]).reshape(-1, 1, 1, 1)", 1, "(Det): layer 10 (Dets, from"),
+        ("Up", "nn.functional.adaptive_avg_pool2d(x, (x.shape[2] * 2, x.shape[3] * 2))[:, :, ::2, ::2]", 2,
+         "layer 10 (Up, from"),
+        ("Shrink", "nn.functional.adaptive_avg_pool2d(x, (2, 2))", 2, "then layer 13 (Concat) failed"),
+    ):
+        f = tmp_path / f"{name}.py"
+        f.write_text("import torch\nfrom torch import nn\nfrom attn_deploy.blocks import block\n"
+                     f"@block({name!r}, rule='keep')\nclass B(nn.Module):\n    def __init__(self, c1):\n"
+                     "        super().__init__()\n    def forward(self, x):\n"
+                     f"        return {body}\n")
+        cfg = tmp_path / f"{name}.yaml"
+        cfg.write_text(yaml.safe_dump(insert_row(copy.deepcopy(YOLOV5), 10, [-1, 1, name, []])))
+        r = CliRunner().invoke(main, ["export", "--cfg", str(cfg), "--blocks", str(f), "--imgsz", "64",
+                                      "-o", str(tmp_path / f"{name}.onnx")])
+        assert r.exit_code == code and needle in r.stderr, (name, r.stderr)
+        assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
 def test_export_failure_names_op_and_rewrite() -> None:

@@ -22,6 +22,7 @@ from torch import nn
 
 from attn_deploy.blocks import UserBlock, find_block
 from attn_deploy.errors import UserError, one_line
+from attn_deploy.models.rows import LayerWatch
 
 # (the exporter's words, the op, the usual rewrite)
 REWRITES: list[tuple[re.Pattern[str], str]] = [
@@ -95,21 +96,7 @@ def check_model_blocks(net: nn.Module) -> dict[int, tuple[int, ...]]:
     if not layers:
         return {}
     s = int(net.stride.max())
-    seen: dict[int, list[tuple[tuple[int, ...], tuple[int, ...]]]] = {i: [] for i in layers}
-    running: list[int] = []
-
-    def enter(i: int, args: Any) -> None:
-        running.append(i)
-
-    def leave(i: int, args: Any, out: Any) -> None:
-        running.pop()
-        x = args[0] if isinstance(args[0], torch.Tensor) else args[0][0]
-        seen[i].append((tuple(x.shape), tuple(out.shape) if isinstance(out, torch.Tensor) else ()))
-
-    hooks = [h for i in layers for h in (
-        net.model[i].register_forward_pre_hook(lambda m, a, i=i: enter(i, a)),
-        net.model[i].register_forward_hook(lambda m, a, out, i=i: leave(i, a, out)))]
-    try:
+    with LayerWatch(net.model) as watch:
         for h, w in SIZES:
             x = torch.zeros(1, net.yaml.get("ch", 3), h * s, w * s)
             try:
@@ -118,13 +105,11 @@ def check_model_blocks(net: nn.Module) -> dict[int, tuple[int, ...]]:
             except UserError:
                 raise
             except Exception as e:  # noqa: BLE001 - the user's forward may raise anything: say whose
-                if not running:
+                why = watch.blame(e, f"at input {h * s}x{w * s}")
+                if why is None:
                     raise
-                raise UserError(f"{_label(running[-1], layers[running[-1]])}: forward failed at input "
-                                f"{h * s}x{w * s}: {type(e).__name__}: {one_line(str(e), 80)}") from e
-    finally:
-        for hook in hooks:
-            hook.remove()
+                raise UserError(why) from e
+    seen = watch.shapes
     for i, entry in layers.items():
         _check_shapes(_label(i, entry), seen[i], int(net.out_channels[i]))
     return {i: seen[i][0][0] for i in layers}

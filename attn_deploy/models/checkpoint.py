@@ -103,7 +103,7 @@ class _StandIn:
             return _DATA_TYPES.get(args[0]) or _StandIn(f"types.{args[0][:40]}")
         if short == "_create_type" and len(args) > 1 and isinstance(args[1], str):
             return _record_class(f"<pickled by value>.{args[1][:60]}")  # its instances: records
-        if short == "_create_array" and len(args) > 2 and getattr(args[0], "__name__", "") == "_reconstruct":
+        if short == "_create_array" and len(args) > 2 and _is_numpy_reconstruct(args[0]):
             array = args[0](*args[1])  # numpy's own reconstructor (allow-listed), as dill does
             array.__setstate__(args[2])
             return array
@@ -119,6 +119,13 @@ class _StandIn:
 
     def __setstate__(self, state: Any) -> None:
         pass
+
+
+def _is_numpy_reconstruct(f: Any) -> bool:
+    import numpy as np
+
+    core = getattr(np, "_core", None) or np.core
+    return f is core.multiarray._reconstruct
 
 
 def _described(obj: Any) -> str:

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from attn_deploy.blocks import UserBlock, find_block
-from attn_deploy.errors import UserError, one_line
+from attn_deploy.errors import UserError, library_text, one_line
 from attn_deploy.models import common
 from attn_deploy.models.attention import AttentionSpec, attention_aliases, find_attention
 
@@ -269,3 +269,63 @@ def assemble(builder: RowBuilder, cfg: dict[str, Any], where: str,
         if token is not None:
             common.DEFAULT_ACT.reset(token)
     return nn.Sequential(*layers), sorted(set(save)), rows
+
+
+def trial_failure(where: str, s: int, e: BaseException, watch: LayerWatch) -> None:
+    """The model's trial run on an s x s image failed: raises a user error naming the culprit
+    when rows do not fit together or a user block fails; returns for anything else (ours: a
+    bug, which the caller re-raises)."""
+    if isinstance(e, UserError):
+        return
+    why = watch.blame(e, f"on a {s}x{s} image")
+    if why is not None:
+        raise UserError(f"{where}: {why}", detail=str(e)) from e
+    if isinstance(e, (RuntimeError, ValueError, IndexError, TypeError, NotImplementedError)):
+        raise UserError(f"{where}: the model does not run on a {s}x{s} image: {library_text(e, 120)}",
+                        detail=str(e)) from e
+
+
+class LayerWatch:
+    """Hooks on every layer while a model runs: which layer is running (to say who failed),
+    and the input and output shapes of the user's blocks (``module.user_block``)."""
+
+    def __init__(self, layers: nn.Module) -> None:
+        self.layers = list(layers)
+        self.running: list[int] = []
+        self.shapes: dict[int, list[tuple[tuple[int, ...], tuple[int, ...]]]] = {
+            i: [] for i, m in enumerate(self.layers) if getattr(m, "user_block", None)}
+        self._hooks: list[Any] = []
+
+    def __enter__(self) -> LayerWatch:
+        for i, m in enumerate(self.layers):
+            self._hooks.append(m.register_forward_pre_hook(lambda m, a, i=i: self.running.append(i)))
+            self._hooks.append(m.register_forward_hook(lambda m, a, out, i=i: self._leave(i, a, out)))
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for h in self._hooks:
+            h.remove()
+
+    def _leave(self, i: int, args: Any, out: Any) -> None:
+        self.running.pop()
+        if i in self.shapes:
+            x = args[0] if isinstance(args[0], torch.Tensor) else args[0][0]
+            self.shapes[i].append((tuple(x.shape), tuple(out.shape) if isinstance(out, torch.Tensor) else ()))
+
+    def label(self, i: int) -> str:
+        m = self.layers[i]
+        user = find_block(str(getattr(m, "type", ""))) if getattr(m, "user_block", None) else None
+        return f"layer {i} ({user.name}, from {user.origin})" if user else f"layer {i} ({getattr(m, 'type', '?')})"
+
+    def blame(self, e: BaseException, what: str) -> str | None:
+        """One line for a failed run of a model with user blocks: the failing layer, and when
+        it is not theirs, what the user blocks before it gave; None without user blocks."""
+        if not self.shapes or not self.running:
+            return None
+        k = self.running[-1]
+        text = f"failed {what}: {type(e).__name__}: {one_line(str(e), 80)}"
+        if k in self.shapes:
+            return f"{self.label(k)}: forward {text}"
+        before = "; ".join(f"{self.label(i)} gave {'x'.join(map(str, s[-1][1][1:]))} from {'x'.join(map(str, s[-1][0][1:]))}"
+                           for i, s in self.shapes.items() if i < k and s)
+        return f"{before}, then {self.label(k)} {text}" if before else None

@@ -17,11 +17,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from attn_deploy.errors import UserError, library_text
+from attn_deploy.errors import UserError
 from attn_deploy.files import check_expansion, read_yaml
 from attn_deploy.models import common
 from attn_deploy.models.rows import (
     MAX_CHANNELS,
+    LayerWatch,
     MAX_CLASSES,
     MAX_ROWS,
     Row,
@@ -30,6 +31,7 @@ from attn_deploy.models.rows import (
     is_number,
     make_divisible,
     short_repr,
+    trial_failure,
 )
 
 # yaml module names -> classes; blocks that take (c1, c2, ...) from the channel bookkeeping
@@ -161,11 +163,11 @@ class DetectionModel(nn.Module):
         hook = self.detect.register_forward_pre_hook(lambda m, inp: seen.extend(x.shape[-2] for x in inp[0]))
         was_training = self.training
         try:
-            with torch.no_grad():
+            with torch.no_grad(), LayerWatch(self.model) as watch:
                 self.eval()(torch.zeros(1, ch, s, s))
-        except (RuntimeError, ValueError, IndexError, TypeError) as e:  # rows that do not fit together
-            raise UserError(f"{where}: the model does not run on a {s}x{s} image: {library_text(e, 120)}",
-                            detail=str(e)) from e
+        except Exception as e:  # noqa: BLE001 - rows that do not fit together; a user block's code
+            trial_failure(where, s, e, watch)
+            raise
         finally:
             hook.remove()
             self.train(was_training)

@@ -10,10 +10,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from attn_deploy.errors import UserError, library_text
+from attn_deploy.errors import UserError
 from attn_deploy.files import check_expansion, read_yaml
 from attn_deploy.models.anchorfree.head import Detect
 from attn_deploy.models.anchorfree.parser import check_cfg, parse_model, pick_scaling, run_layers
+from attn_deploy.models.rows import LayerWatch, trial_failure
 
 
 class AnchorFreeModel(nn.Module):
@@ -74,11 +75,11 @@ def _trial_strides(layers: nn.Sequential, save: list[int], ch: int, where: str, 
     hook = layers[-1].register_forward_pre_hook(lambda m, inp: seen.extend(x.shape[-2] for x in inp[0]))
     was_training = layers.training
     try:
-        with torch.no_grad():
+        with torch.no_grad(), LayerWatch(layers) as watch:
             run_layers(layers.eval(), save, torch.zeros(1, ch, s, s))
-    except (RuntimeError, ValueError, IndexError, TypeError, NotImplementedError) as e:  # rows that do not fit
-        raise UserError(f"{where}: the model does not run on a {s}x{s} image: {library_text(e, 120)}",
-                        detail=str(e)) from e
+    except Exception as e:  # noqa: BLE001 - rows that do not fit together; a user block's code
+        trial_failure(where, s, e, watch)
+        raise
     finally:
         hook.remove()
         layers.train(was_training)
