@@ -7,7 +7,7 @@ becomes one line on stderr and an exit code (``cli/group.py``).
 
 from __future__ import annotations
 
-from attn_deploy.cli import blocks, calib, engines, export, models, parity, ship  # noqa: F401 - each registers its verbs
+from attn_deploy.cli import blocks, calib, engines, export, models, parity, serve, ship  # noqa: F401 - each registers its verbs
 from attn_deploy.cli.group import PROG, main
 
 __all__ = ["main", "run"]
