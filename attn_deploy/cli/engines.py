@@ -71,15 +71,25 @@ def build(
 @click.option("--cuda-graph", is_flag=True, help="PyTorch on a GPU: replay the forward as a CUDA graph.")
 @click.option("--compare", is_flag=True, help="Several TARGET[@BACKEND[:PRECISION]] interleaved in one run; ratios to the first.")
 @click.option("-o", "--output", default="bench", show_default=True, help="With --compare: writes OUTPUT.json and OUTPUT.png.")
+@click.option("--triton", "triton_url", metavar="HOST:PORT", help="TARGET is a model on this Triton server: time requests to it.")
+@click.option("--protocol", type=click.Choice(["http", "grpc"]), default="http", show_default=True, help="With --triton.")
+@click.option("--concurrency", type=click.IntRange(1, 1024), default=1, show_default=True,
+              help="With --triton: requests in flight (each client sends its next when answered).")
+@click.option("--image", "image_file", type=click.Path(dir_okay=False), help="With --triton and an ensemble: the encoded image to send (default: a grey JPEG).")
 @report_option
 @json_option
 def bench(
     targets: tuple[str, ...], backend: str | None, precision: str | None, batch: int, imgsz: tuple[int, int] | None,
     warmup: float, iterations: int | None, duration: float, cuda_graph: bool, compare: bool, output: str,
-    report_dir: str | None, as_json: bool,
+    triton_url: str | None, protocol: str, concurrency: int, image_file: str | None, report_dir: str | None, as_json: bool,
 ) -> None:
-    """Latency and throughput of a model name, an ONNX file or an engine (trtexec's statistics)."""
+    """Latency and throughput of a model name, an ONNX file or an engine (trtexec's statistics),
+    or of a model on a Triton server (--triton), at a given concurrency."""
     check_report(report_dir)
+    if triton_url is not None:
+        _bench_triton(targets, triton_url, protocol, concurrency, batch, imgsz, image_file, warmup, iterations,
+                      duration, as_json)
+        return
     if compare:
         from attn_deploy.files import check_writable
 
@@ -115,6 +125,32 @@ def bench(
     from attn_deploy.htmlreport.pages import bench_page
 
     write_report(report_dir, lambda: bench_page(results), {"results": doc})
+
+
+def _bench_triton(targets: tuple[str, ...], url: str, protocol: str, concurrency: int, batch: int,
+                  imgsz: tuple[int, int] | None, image_file: str | None, warmup: float, iterations: int | None,
+                  duration: float, as_json: bool) -> None:
+    from pathlib import Path
+
+    from attn_deploy.errors import UserError
+    from attn_deploy.report import bench_table
+    from attn_deploy.serve.client import ServerLoad, measure
+
+    if len(targets) != 1:
+        raise click.UsageError("--triton times one model of the server")
+    image = None
+    if image_file is not None:
+        try:
+            image = Path(image_file).read_bytes()
+        except OSError as e:
+            raise UserError(f"cannot read {image_file}: {e.strerror}") from None
+    load = ServerLoad(url, targets[0], protocol, concurrency, batch, imgsz or (640, 640), image)
+    with Spinner(f"timing {targets[0]} on {url}"):
+        result = measure(load, warmup, duration, iterations)
+    if as_json:
+        emit_json({**result.to_dict(), "concurrency": concurrency})
+    else:
+        console(124).print(bench_table([result]))
 
 
 def _in_memory_onnx(net: Any, batch: int, imgsz: tuple[int, int]) -> bytes:

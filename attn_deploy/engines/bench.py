@@ -84,9 +84,12 @@ class BenchResult:
     latency: LatencyStats
     iterations: int
     parts: dict[str, LatencyStats] = field(default_factory=dict)
+    wall_s: float | None = None  # concurrent requests (bench --triton): images over this wall time
 
     @property
     def throughput(self) -> float:
+        if self.wall_s:
+            return self.batch * self.iterations / self.wall_s
         return self.batch * 1000.0 / self.latency.mean
 
     def to_dict(self) -> dict[str, Any]:
