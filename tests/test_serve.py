@@ -244,3 +244,16 @@ def test_bad_image_fails_its_request_only(server) -> None:  # type: ignore[no-un
     with pytest.raises(Exception, match="not a decodable image"):
         detect(client, "det_e2e", b"not an image")
     assert client.is_server_ready()
+
+
+@pytest.mark.slow
+def test_the_client_example_prints_the_detections(server, exported: dict[str, Path], val_images: list[Path]) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+    import sys
+
+    want = _expected(exported["dynamic"], val_images[:2])
+    out = subprocess.run([sys.executable, str(ROOT / "examples" / "triton_client.py"), server.grpc, "det_e2e",
+                          *map(str, val_images[:2]), "--grpc"], capture_output=True, text=True, check=True).stdout
+    for f, w in zip(val_images[:2], want):
+        assert f"{f}: {len(w)} detection(s)" in out
+    assert out.count("  class ") == sum(len(w) for w in want)
