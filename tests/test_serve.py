@@ -85,6 +85,7 @@ def test_engine_repository_follows_its_profile(exported: dict[str, Path], tmp_pa
     cfg = _config(repo, "trt")
     assert cfg.platform == "tensorrt_plan" and cfg.max_batch_size == 8 and cfg.instance_group[0].count == 3
     assert cfg.instance_group[0].kind == 1  # KIND_GPU
+    assert list(cfg.input[0].dims) == [3, 320, 320]  # the profile fixes H, W (the ONNX left them dynamic)
     assert (repo / "trt" / "1" / "model.plan").read_bytes() == b"not really a plan"
     r = CliRunner().invoke(main, ["serve", str(engine), "--repository", str(repo), "--max-batch", "16"])
     assert r.exit_code == 2 and "--max-batch 16 is more than its profile serves 8" in r.stderr

@@ -109,6 +109,9 @@ def read_graph(path: str | Path, opts: ServeOptions) -> Graph:
     inputs, outputs = [_tensor(t) for t in side["inputs"]], [_tensor(t) for t in side["outputs"]]
     batch = side["inputs"][0]["shape"][0]
     limit = _engine_batch(p, batch) if engine else (4096 if isinstance(batch, str) else int(batch))
+    if engine and (profile := _engine_profile(p)) is not None:  # the engine fixes what its profile fixes
+        lo, hi = profile["min"][1:], profile["max"][1:]
+        inputs[0] = Tensor(inputs[0].name, inputs[0].dtype, tuple(a if a == b else -1 for a, b in zip(lo, hi)))
     if opts.max_batch > limit:
         where = "its profile serves" if engine else "it was exported with a fixed batch of"
         raise UserError(f"{p}: --max-batch {opts.max_batch} is more than {where} {limit}",
@@ -123,15 +126,26 @@ def _tensor(t: dict[str, Any]) -> Tensor:
     return Tensor(str(t["name"]), str(t["dtype"]), dims)
 
 
-def _engine_batch(path: Path, batch: Any) -> int:
-    """The largest batch an engine takes: its profile's max (a static engine: its one batch)."""
+def _engine_profile(path: Path) -> dict[str, Any] | None:
+    """The engine's optimisation profile from its build sidecar (None: a static engine)."""
     side = path.with_name(path.name + ".json")
     try:
-        doc = json.loads(side.read_text())
-        profiles = doc.get("profiles") or []
-        return int(profiles[0]["max"][0]) if profiles else int(batch)
+        profiles = json.loads(side.read_text()).get("profiles") or []
+        if profiles and not all(len(profiles[0][k]) == 4 for k in ("min", "max")):
+            raise ValueError("a profile of another rank")
+        return {k: [int(v) for v in profiles[0][k]] for k in ("min", "opt", "max")} if profiles else None
     except (OSError, ValueError, KeyError, IndexError, TypeError, AttributeError):
-        raise UserError(f"{path}: its build sidecar {side.name} does not say which batches it takes") from None
+        raise UserError(f"{path}: its build sidecar {side.name} does not say which shapes it takes") from None
+
+
+def _engine_batch(path: Path, batch: Any) -> int:
+    """The largest batch an engine takes: its profile's max (a static engine: its one batch)."""
+    profile = _engine_profile(path)
+    if profile is not None:
+        return profile["max"][0]
+    if isinstance(batch, str):
+        raise UserError(f"{path}: a dynamic batch axis but no profile in its build sidecar")
+    return int(batch)
 
 
 def write_repository(path: str | Path, opts: ServeOptions) -> ServeResult:
