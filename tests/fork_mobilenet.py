@@ -56,23 +56,13 @@ YAML: dict[str, Any] = {
 
 
 @y5._place("models.common.h_sigmoid")
-class h_sigmoid(nn.Module):  # noqa: N801
-    def __init__(self, inplace=True):
-        super().__init__()
-        self.relu = nn.ReLU6(inplace=inplace)
-
-    def forward(self, x):
-        return self.relu(x + 3) / 6
+class h_sigmoid(y5.h_sigmoid):  # noqa: N801 - YOLOAir's, under this fork's module path
+    pass
 
 
 @y5._place("models.common.h_swish")
-class h_swish(nn.Module):  # noqa: N801
-    def __init__(self, inplace=True):
-        super().__init__()
-        self.sigmoid = h_sigmoid(inplace=inplace)
-
-    def forward(self, x):
-        return x * self.sigmoid(x)
+class h_swish(y5.h_swish):  # noqa: N801
+    pass
 
 
 @y5._place("models.common.SELayer")

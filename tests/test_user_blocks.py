@@ -167,47 +167,28 @@ def test_blocks_verb_lists_and_checks_the_example_file() -> None:
     assert all(d["passed"] and d["max_error"] < 1e-5 and not d["lint"] for d in doc.values())
 
 
-BAD_BLOCKS = {
-    "a fixed size": ("""
-        @block("Fixed", rule="keep")
-        class Fixed(nn.Module):
-            def __init__(self, c1):
-                super().__init__()
-            def forward(self, x):
-                return nn.functional.adaptive_avg_pool2d(x, (4, 4))
-    """, "does not follow its input's"),
-    "an upsampling adaptive pool": ("""
-        @block("Up", rule="keep")
-        class Up(nn.Module):
-            def __init__(self, c1):
-                super().__init__()
-            def forward(self, x):
-                return nn.functional.adaptive_avg_pool2d(x, (x.shape[2] * 2, x.shape[3] * 2))
-    """, "cannot export adaptive pooling (since output_size is not constant); the usual rewrite: pool with"),
-    "wrong declared channels": ("""
-        @block("Half", rule="keep")
-        class Half(nn.Module):
-            def __init__(self, c1):
-                super().__init__()
-            def forward(self, x):
-                return x[:, : x.shape[1] // 2]
-    """, "declared 32 channels"),
-    "an op TensorRT cannot parse": ("""
-        @block("Dets", rule="keep")
-        class Dets(nn.Module):
-            def __init__(self, c1):
-                super().__init__()
-            def forward(self, x):
-                return x * torch.det(x[:, :1, :2, :2]).reshape(-1, 1, 1, 1)
-    """, "Dets"),
+def keep_block(name: str, body: str) -> str:
+    """A block file with one channel-keeping block whose forward returns ``body`` (of x)."""
+    return ("import torch\nfrom torch import nn\nfrom attn_deploy.blocks import block\n"
+            f"@block({name!r}, rule='keep')\nclass B(nn.Module):\n    def __init__(self, c1):\n"
+            f"        super().__init__()\n    def forward(self, x):\n        return {body}\n")
+
+
+BAD_BLOCKS = {  # the block's forward, and what the check says
+    "a fixed size": ("nn.functional.adaptive_avg_pool2d(x, (4, 4))", "does not follow its input's"),
+    "an upsampling adaptive pool": ("nn.functional.adaptive_avg_pool2d(x, (x.shape[2] * 2, x.shape[3] * 2))",
+                                    "cannot export adaptive pooling (since output_size is not constant); "
+                                    "the usual rewrite: pool with"),
+    "wrong declared channels": ("x[:, : x.shape[1] // 2]", "declared 32 channels"),
+    "an op TensorRT cannot parse": ("x * torch.det(x[:, :1, :2, :2]).reshape(-1, 1, 1, 1)", "(Det): not supported"),
 }
 
 
 @pytest.mark.parametrize("case", sorted(BAD_BLOCKS))
 def test_blocks_verb_finds_what_would_export_wrong(tmp_path: Path, case: str) -> None:
-    source, needle = BAD_BLOCKS[case]
+    body, needle = BAD_BLOCKS[case]
     f = tmp_path / "bad.py"
-    f.write_text("import torch\nfrom torch import nn\nfrom attn_deploy.blocks import block\n" + textwrap.dedent(source))
+    f.write_text(keep_block("Bad", body))
     result = CliRunner().invoke(main, ["blocks", str(f)])
     assert result.exit_code == 1, (result.stdout, result.stderr)
     assert needle in result.stderr and "Traceback" not in result.stderr
@@ -228,10 +209,7 @@ def test_export_names_the_user_block_in_lint_findings_and_exporter_failures(tmp_
         ("Shrink", "nn.functional.adaptive_avg_pool2d(x, (2, 2))", 2, "then layer 13 (Concat) failed"),
     ):
         f = tmp_path / f"{name}.py"
-        f.write_text("import torch\nfrom torch import nn\nfrom attn_deploy.blocks import block\n"
-                     f"@block({name!r}, rule='keep')\nclass B(nn.Module):\n    def __init__(self, c1):\n"
-                     "        super().__init__()\n    def forward(self, x):\n"
-                     f"        return {body}\n")
+        f.write_text(keep_block(name, body))
         cfg = tmp_path / f"{name}.yaml"
         cfg.write_text(yaml.safe_dump(insert_row(copy.deepcopy(YOLOV5), 10, [-1, 1, name, []])))
         r = CliRunner().invoke(main, ["export", "--cfg", str(cfg), "--blocks", str(f), "--imgsz", "64",
