@@ -158,6 +158,9 @@ def server(exported: dict[str, Path], tmp_path_factory: pytest.TempPathFactory):
                                   "--ensemble", "--backend", "python", "--python-env", str(ENV), "--max-batch", "8",
                                   "--max-queue-delay-us", "50000"])
     assert r.exit_code == 0, r.stderr
+    r = CliRunner().invoke(main, ["serve", str(exported["dynamic"]), "--repository", str(repo), "--name", "raw",
+                                  "--ensemble", "--raw-input", "--backend", "python", "--python-env", str(ENV)])
+    assert r.exit_code == 0, r.stderr
     with LocalTriton(repo) as s:
         yield s
 
@@ -203,6 +206,16 @@ def test_ensemble_detections_equal_parity(server, exported: dict[str, Path], val
     assert sum(len(w) for w in want) > 0  # a comparison of nothing proves nothing
     for f, w in zip(val_images[:6], want):
         _same(detect(client, "det_e2e", f.read_bytes(), protocol), w)
+
+
+@pytest.mark.slow
+def test_raw_bgr_images_give_the_same_detections(server, exported: dict[str, Path], val_images: list[Path]) -> None:  # type: ignore[no-untyped-def]
+    from attn_deploy.data.loader import read_image
+    from attn_deploy.serve.client import connect, detect
+
+    client = connect(server.http)
+    for f, w in zip(val_images[:3], _expected(exported["dynamic"], val_images[:3])):
+        _same(detect(client, "raw_e2e", read_image(f)), w)
 
 
 @pytest.mark.slow
