@@ -261,8 +261,9 @@ def _forget(entries: list[UserBlock]) -> None:
 
 
 def forget(entry: UserBlock) -> None:
-    """Unregister one block (its file's other blocks stay)."""
-    _forget([entry])
+    """Unregister a block and every other block of its file (a file loads whole or not at all)."""
+    siblings = next((found for _, found in _REG.files.values() if any(b is entry for b in found)), [entry])
+    _forget(list(siblings))
 
 
 def _import(path: Path, source: bytes, digest: str) -> None:

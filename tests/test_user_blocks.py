@@ -264,6 +264,19 @@ def test_bad_block_files_end_in_one_line(tmp_path: Path, case: str) -> None:
     assert blocks.registered() == []  # nothing half-registered is left behind
 
 
+def test_a_refused_file_leaves_none_of_its_blocks(tmp_path: Path) -> None:
+    from attn_deploy.models.loader import load_blocks
+
+    f = tmp_path / "two.py"
+    f.write_text("from torch import nn\nfrom attn_deploy.blocks import block\n"
+                 "@block('Fine')\nclass Fine(nn.Module):\n    pass\n@block('SPPF')\nclass Mine(nn.Module):\n    pass\n")
+    with pytest.raises(UserError, match="'SPPF' is a built-in block's name"):
+        load_blocks([f])
+    assert blocks.registered() == []
+    f.write_text(f.read_text().replace("'SPPF'", "'MySPPF'"))
+    assert sorted(b.name for b in load_blocks([f])) == ["Fine", "MySPPF"]
+
+
 def test_a_wrong_rule_at_build_time_names_file_and_block(tmp_path: Path) -> None:
     f = tmp_path / "rules.py"
     f.write_text("from torch import nn\nfrom attn_deploy.blocks import block\n"
