@@ -60,7 +60,7 @@ def test_onnx_repository_agrees_with_the_graph(exported: dict[str, Path], tmp_pa
 
 
 def test_static_batch_serves_batch_one_only(exported: dict[str, Path], tmp_path: Path) -> None:
-    write_repository(exported["static"], ServeOptions(tmp_path, name="s", max_batch=1))
+    write_repository(exported["static"], ServeOptions(tmp_path, name="s"))  # the default fits the graph
     cfg = _config(tmp_path, "s")
     assert cfg.max_batch_size == 1 and list(cfg.input[0].dims) == [3, 320, 320]
     r = CliRunner().invoke(main, ["serve", str(exported["static"]), "--repository", str(tmp_path / "r2"), "--max-batch", "4"])
@@ -108,11 +108,14 @@ BAD = [
     (["--max-batch", "0"], "--max-batch must be 1 to 4096"),
     (["--instances", "0"], "--instances must be 1 to 64"),
 ]
+BAD_STATIC = [(["--imgsz", "640", "--ensemble"], "takes 320x320 images, not --imgsz 640,640")]
 
 
-@pytest.mark.parametrize("args,needle", BAD, ids=[" ".join(a) for a, _ in BAD])
-def test_bad_serve_input_is_one_line(exported: dict[str, Path], tmp_path: Path, args: list[str], needle: str) -> None:
-    r = CliRunner().invoke(main, ["serve", str(exported["dynamic"]), "--repository", str(tmp_path / "r"), *args])
+@pytest.mark.parametrize("kind,args,needle", [("dynamic", *b) for b in BAD] + [("static", *b) for b in BAD_STATIC],
+                         ids=[" ".join(a) for a, _ in BAD + BAD_STATIC])
+def test_bad_serve_input_is_one_line(exported: dict[str, Path], tmp_path: Path, kind: str, args: list[str],
+                                     needle: str) -> None:
+    r = CliRunner().invoke(main, ["serve", str(exported[kind]), "--repository", str(tmp_path / "r"), *args])
     assert r.exit_code == 2 and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 

@@ -12,7 +12,7 @@ from attn_deploy.cli.options import ImageSize, emit_json, json_option
 @click.argument("model_file", type=click.Path(dir_okay=False), metavar="FILE.onnx|FILE.engine")
 @click.option("--repository", required=True, type=click.Path(file_okay=False), help="The model repository folder (made if missing).")
 @click.option("--name", help="Model name (default: the sidecar's model name).")
-@click.option("--max-batch", type=int, default=8, show_default=True, help="max_batch_size; at most what the graph or the engine's profile takes.")
+@click.option("--max-batch", type=int, help="max_batch_size (default: 8, or less where the graph or the engine's profile takes less).")
 @click.option("--instances", type=int, default=1, show_default=True, help="Instances of each model (instance_group count).")
 @click.option("--max-queue-delay-us", type=int, default=100, show_default=True, help="Dynamic batching: how long a request may wait for others.")
 @click.option("--ensemble", is_flag=True, help="Also NAME_e2e: encoded image in, detections in original pixels out (letterbox and NMS as parity does them).")
@@ -22,7 +22,7 @@ from attn_deploy.cli.options import ImageSize, emit_json, json_option
               help="native: onnxruntime_onnx / tensorrt_plan. python: the ONNX in ONNX Runtime inside the python backend (servers without the onnxruntime backend).")
 @click.option("--python-env", type=click.Path(file_okay=False), help="EXECUTION_ENV_PATH for the python-backend models (a venv with numpy, opencv, onnxruntime and attn-deploy).")
 @json_option
-def serve(model_file: str, repository: str, name: str | None, max_batch: int, instances: int, max_queue_delay_us: int,
+def serve(model_file: str, repository: str, name: str | None, max_batch: int | None, instances: int, max_queue_delay_us: int,
           ensemble: bool, raw_input: bool, imgsz: tuple[int, int] | None, backend: str, python_env: str | None,
           as_json: bool) -> None:
     """Write a Triton model repository for FILE: config.pbtxt (built as Triton's ModelConfig

@@ -39,6 +39,7 @@ from attn_deploy.sidecar import export_sidecar
 
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 STEP = "from attn_deploy.serve.steps import {cls} as TritonPythonModel  # attn-deploy serve: {what}\n"
+DEFAULT_BATCH = 8
 SHIP_NMS = {"topk": 100, "iou_thres": 0.45, "conf_thres": 0.25}  # what parity's detections keep
 
 
@@ -48,7 +49,7 @@ class ServeOptions:
 
     repository: str | Path
     name: str | None = None
-    max_batch: int = 8
+    max_batch: int | None = None  # default: what the graph takes, at most DEFAULT_BATCH
     instances: int = 1
     max_queue_delay_us: int = 100
     ensemble: bool = False
@@ -58,7 +59,7 @@ class ServeOptions:
     imgsz: tuple[int, int] | None = None
 
     def check(self) -> None:
-        if not 1 <= self.max_batch <= 4096:
+        if self.max_batch is not None and not 1 <= self.max_batch <= 4096:
             raise UserError(f"--max-batch must be 1 to 4096, not {self.max_batch}")
         if not 1 <= self.instances <= 64:
             raise UserError(f"--instances must be 1 to 64, not {self.instances}")
@@ -112,12 +113,17 @@ def read_graph(path: str | Path, opts: ServeOptions) -> Graph:
     if engine and (profile := _engine_profile(p)) is not None:  # the engine fixes what its profile fixes
         lo, hi = profile["min"][1:], profile["max"][1:]
         inputs[0] = Tensor(inputs[0].name, inputs[0].dtype, tuple(a if a == b else -1 for a, b in zip(lo, hi)))
-    if opts.max_batch > limit:
+    if opts.max_batch is not None and opts.max_batch > limit:
         where = "its profile serves" if engine else "it was exported with a fixed batch of"
         raise UserError(f"{p}: --max-batch {opts.max_batch} is more than {where} {limit}",
                         "export with --dynamic (and build with a larger profile) to batch more")
+    max_batch = opts.max_batch if opts.max_batch is not None else min(DEFAULT_BATCH, limit)
     imgsz = opts.imgsz or tuple(int(v) for v in side.get("imgsz") or (640, 640))
-    return Graph(p, engine, inputs, outputs, opts.max_batch, imgsz,  # type: ignore[arg-type]
+    fixed = inputs[0].dims[1:]
+    if -1 not in fixed and opts.imgsz is not None and tuple(opts.imgsz) != tuple(fixed):
+        raise UserError(f"{p} takes {fixed[0]}x{fixed[1]} images, not --imgsz {opts.imgsz[0]},{opts.imgsz[1]}",
+                        "--imgsz is for graphs exported with --dynamic")
+    return Graph(p, engine, inputs, outputs, max_batch, imgsz,  # type: ignore[arg-type]
                  side.get("output_layout") or layouts.YOLOV5, str(side.get("model") or p.stem))
 
 
