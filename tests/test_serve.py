@@ -16,7 +16,6 @@ import pytest
 from click.testing import CliRunner
 
 from attn_deploy.cli import main
-from attn_deploy.errors import UserError
 from attn_deploy.serve.config import Tensor, check_config, parse
 from attn_deploy.serve.repository import ServeOptions, write_repository
 
