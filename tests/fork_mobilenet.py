@@ -55,28 +55,10 @@ YAML: dict[str, Any] = {
 }
 
 
-@y5._place("models.common.h_sigmoid")
-class h_sigmoid(y5.h_sigmoid):  # noqa: N801 - YOLOAir's, under this fork's module path
-    pass
+h_sigmoid, h_swish = y5.h_sigmoid, y5.h_swish  # the fork's own, in models.common
 
 
-@y5._place("models.common.h_swish")
-class h_swish(y5.h_swish):  # noqa: N801
-    pass
-
-
-@y5._place("models.common.SELayer")
-class SELayer(nn.Module):
-    def __init__(self, channel, reduction=4):
-        super().__init__()
-        self.avg_pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Sequential(nn.Linear(channel, channel // reduction), nn.ReLU(inplace=True),
-                                nn.Linear(channel // reduction, channel), h_sigmoid())
-
-    def forward(self, x):
-        b, c, _, _ = x.size()
-        y = self.avg_pool(x).view(b, c)
-        return x * self.fc(y).view(b, c, 1, 1)
+SELayer = y5.MODULES["models.common"].SELayer  # the fork's MobileNetV3 SE: Linear layers, a hard-sigmoid gate
 
 
 @y5._place("models.common.conv_bn_hswish")

@@ -1,0 +1,1 @@
+"""YOLOAir's layout: ``models.Models.research`` and ``models.Models.Attention.*``."""
