@@ -8,7 +8,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from attn_deploy.errors import UserError, one_line
 
@@ -105,27 +105,39 @@ def read_yaml(path: str | Path, what: str) -> Any:
     return doc
 
 
-def check_expansion(doc: Any, where: str, limit: int = MAX_YAML_LEAVES) -> int:
-    """How many values ``doc`` holds once shared references are expanded; a user error past
-    ``limit`` or on a structure that contains itself. Linear in the distinct objects."""
+def check_expansion(
+    doc: Any, where: str, limit: int = MAX_YAML_LEAVES, depth_limit: int = 64,
+    children: Callable[[Any], list[Any] | None] | None = None, what: str = "its aliases", kind: str = "yaml",
+) -> int:
+    """How many values ``doc`` holds once shared references are expanded (a yaml's aliases, a
+    pickle's memo); a user error past ``limit``, past ``depth_limit`` levels, or on a structure
+    that contains itself. Linear in the distinct objects. ``children`` lists the values inside
+    an object that is not a plain container (None: a leaf)."""
     sizes: dict[int, int] = {}
 
+    def inside(x: Any) -> list[Any] | None:
+        if isinstance(x, dict):
+            return [*x.keys(), *x.values()]
+        if isinstance(x, (list, tuple, set, frozenset)):
+            return list(x)
+        return children(x) if children is not None else None
+
     def size(x: Any, depth: int) -> int:
-        if not isinstance(x, (list, tuple, dict)):
+        items = inside(x)
+        if items is None:
             return 1
         if id(x) in sizes:
             if sizes[id(x)] < 0:
-                raise UserError(f"{where}: a value contains itself (a recursive yaml alias)")
+                raise UserError(f"{where}: a value contains itself (a recursive {kind} reference)")
             return sizes[id(x)]
-        if depth > 64:
-            raise UserError(f"{where}: nested more than 64 levels deep")
+        if depth > depth_limit:
+            raise UserError(f"{where}: nested more than {depth_limit} levels deep")
         sizes[id(x)] = -1
-        items = list(x.keys()) + list(x.values()) if isinstance(x, dict) else x
         total = 1
         for item in items:
             total += size(item, depth + 1)
             if total > limit:
-                raise UserError(f"{where}: its aliases expand to over {limit:,} values (a yaml bomb?)")
+                raise UserError(f"{where}: {what} expand to over {limit:,} values (a {kind} bomb?)")
         sizes[id(x)] = total
         return total
 

@@ -114,6 +114,16 @@ CHECKPOINTS: dict[str, tuple[Maker, str]] = {
         _CallResult(getattr, os, "system"), _touch(d))}), "neither a model object"),
     "dill: os.system by reference": (lambda d: _dill_save(d, "a.pt", {"model": _Call(os.system, _touch(d))}),
                                      "posix.system"),
+    # dill's pickle of a function whose module was not importable carries the module's globals,
+    # its spec and loader among them: inert parts, named in the warning; a loader's method
+    # fetched and called, or import machinery's functions, stay refused
+    "dill: a module's loader asked to load it": (lambda d: _named_call(
+        d, "_frozen_importlib_external", "SourceFileLoader.load_module", "models.evil"),
+        "_frozen_importlib_external.SourceFileLoader.load_module"),
+    "dill: a loader's method fetched and called": (lambda d: _dill_save(d, "a.pt", {"model": _Call(
+        _CallResult(getattr, _loader(d), "load_module"), "evil")}), "neither a model object"),
+    "import machinery's own loader function": (lambda d: _named_call(d, "_frozen_importlib", "_load", "evil"),
+                                               "_frozen_importlib._load"),
     # gadgets inside torch: loaders that would read or run other files
     "torch.hub.load gadget": (lambda d: _save(d, "a.pt", {"model": _Call(torch.hub.load, "x/y", "z")}), "torch.hub.load"),
     "torch.load gadget": (lambda d: _save(d, "a.pt", {"model": _Call(torch.load, str(d / "x.pt"))}), "torch.serialization.load"),
@@ -134,7 +144,13 @@ CHECKPOINTS: dict[str, tuple[Maker, str]] = {
     "tensor bomb (stride-0 view)": (lambda d: _save(d, "a.pt", {"model.0.conv.weight": torch.zeros(1).as_strided((10**5, 10**5), (0, 0))}), "tensor bomb"),
     "1000-dimensional tensor": (lambda d: _save(d, "a.pt", {"model.0.conv.weight": torch.zeros([1] * 1000)}), "1000 dimensions"),
     "zip bomb member": (lambda d: _rewrite(d, "a.pt", lambda n, b: b, {"data/99": b"\0" * (32 << 20)}, deflate=True), "zip bomb"),
+    # a billion laughs of pickle's shared references (10^10 values from a few hundred bytes)
+    "pickle bomb in the training options": (lambda d: _save(d, "a.pt", {"model": {"model.0.conv.weight": torch.zeros(1)},
+                                                                      "opt": laughs()}), "pickle bomb"),
+    "pickle bomb in a yaml row's arguments": (lambda d: _bomb_in_yaml_row(d), "pickle bomb"),
+    "a dict that contains itself": (lambda d: _save(d, "a.pt", _loop()), "contains itself"),
     # broken archives
+    "encrypted data.pkl": (lambda d: _encrypted(d), "encrypted"),
     "truncated archive (half)": (lambda d: _write(d, "a.pt", _good_archive()[: len(_good_archive()) // 2]), "damaged or truncated"),
     "truncated archive (end cut)": (lambda d: _write(d, "a.pt", _good_archive()[:-30]), "damaged or truncated"),
     "zip without data.pkl": (lambda d: _zip(d, "a.pt", {"x/readme.txt": b"hi"}), "no data.pkl"),
@@ -147,6 +163,57 @@ CHECKPOINTS: dict[str, tuple[Maker, str]] = {
     "a list of numbers": (lambda d: _save(d, "a.pt", [1, 2, 3]), "neither a model object nor a state dict"),
     "state dict with odd keys": (lambda d: _save(d, "a.pt", {"weights": torch.zeros(3)}), "unexpected key"),
 }
+
+
+def _loader(folder: Path) -> object:
+    """A real SourceFileLoader for a file whose code would create the marker if it ever ran."""
+    import importlib.machinery
+
+    evil = folder / "evil.py"
+    evil.write_text(f"open({str(folder / MARKER)!r}, 'w').close()\n")
+    return importlib.machinery.SourceFileLoader("evil", str(evil))
+
+
+def laughs(levels: int = 10) -> list:
+    """Ten references to one list of ten references to ... : 10^levels values when walked."""
+    x: list = [0] * 10
+    for _ in range(levels - 1):
+        x = [x] * 10
+    return x
+
+
+def _loop() -> dict:
+    d: dict = {"model": {"model.0.conv.weight": torch.zeros(1)}}
+    d["opt"] = d
+    return d
+
+
+def _bomb_in_yaml_row(folder: Path) -> Path:
+    """A fork's training checkpoint whose yaml has a billion laughs as a Conv row's arguments."""
+    import yolov5_standin as y5
+    from attn_deploy.models.zoo import model_config
+
+    y5.install()
+    try:
+        model = y5.DetectionModel(model_config("yolov5n"))
+        model.yaml["backbone"][0][3] = laughs()
+        return _save(folder, "a.pt", y5.training_checkpoint(model))
+    finally:
+        y5.uninstall()
+
+
+def _encrypted(folder: Path) -> Path:
+    """A torch.save archive whose data.pkl carries the zip's encrypted flag (bit 0), set in its
+    local header and its central directory entry (zipfile writes no encrypted members)."""
+    data = bytearray(_good_archive())
+    for sig, flags, name_len, name_at in ((b"PK\x03\x04", 6, 26, 30), (b"PK\x01\x02", 8, 28, 46)):
+        at = data.find(sig)
+        while at >= 0:
+            n = int.from_bytes(data[at + name_len:at + name_len + 2], "little")
+            if data[at + name_at:at + name_at + n].endswith(b"data.pkl"):
+                data[at + flags] |= 0x1
+            at = data.find(sig, at + 4)
+    return _write(folder, "a.pt", bytes(data))
 
 
 def _write(folder: Path, name: str, data: bytes) -> Path:

@@ -325,3 +325,38 @@ def test_entry_point_blocks_are_registered(tmp_path: Path, monkeypatch: pytest.M
     load_blocks()
     entry = blocks.find_block("AcmeGate")
     assert entry is not None and entry.origin == "entry point acme of acme-blocks"
+
+
+def test_a_dill_fork_with_its_module_globals_loads_and_matches_the_fork(
+        tmp_path: Path, recwarn: pytest.WarningsRecorder) -> None:
+    """FasterNet's forward, pickled by value with its module's spec and loader (a real fork's
+    best.pt was refused for those): read without running anything, rebuilt with the block file,
+    and equal to the fork's own outputs."""
+    import zipfile
+
+    import fork_fasternet as faster
+    from attn_deploy.models.checkpoint import pickle_globals
+
+    net = faster.model()
+    path = faster.save(tmp_path / "best.pt", net)
+    with zipfile.ZipFile(path) as z:
+        names = pickle_globals(z.read(next(n for n in z.namelist() if n.endswith("data.pkl"))))
+    assert {"_frozen_importlib.ModuleSpec", "_frozen_importlib_external.SourceFileLoader",
+            "builtins.__dict__", "dill._dill._create_function"} <= set(names)
+    ours = load_model(weights=path, blocks=[faster.BLOCKS])
+    x = torch.rand(2, 3, 160, 224, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        got = ours(x)
+    ref = _reference(net, x)
+    torch.testing.assert_close(got[..., :4], ref[..., :4], rtol=0, atol=1e-3)  # pixels
+    torch.testing.assert_close(got[..., 4:], ref[..., 4:], rtol=0, atol=4e-6)  # probabilities
+    [w] = [str(w.message) for w in recwarn if issubclass(w.category, AttnDeployWarning)]
+    assert ("5 pickled function(s) ignored, never run or bound: ema.model.2.m.0.spatial_mixing.forward "
+            "(bound method (function forward_split_cat)) and 4 more like it; import machinery of "
+            "models.extra.fasternet (ModuleSpec, SourceFileLoader)") in w, w
+    out = tmp_path / "faster.onnx"
+    r = CliRunner().invoke(main, ["export", "--weights", str(path), "--blocks", str(faster.BLOCKS), "--imgsz", "192",
+                                  "-o", str(out), "--json"])
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["parity"]["passed"]
+    assert "import machinery of models.extra.fasternet (ModuleSpec, SourceFileLoader)" in r.stderr  # whole, on one line

@@ -46,6 +46,7 @@ from torch import Tensor
 
 from attn_deploy.blocks import pickle_names
 from attn_deploy.errors import AttnDeployWarning, UserError, library_text
+from attn_deploy.files import check_expansion
 
 RECORD_NAMESPACES = ("models.", "utils.", "torch.nn.modules.", "ultralytics.nn.tasks.", "ultralytics.nn.modules.")
 # argument holders that pickle as ``cls()`` then their __dict__ (SimpleNamespace's own reduce):
@@ -57,6 +58,15 @@ _NUMPY_DATA = re.compile(
 # names through which a pickle makes or reaches code: answered by PickledCode stand-ins
 # (``M.__dict__`` is a pickled function's globals: a module's namespace, named, never imported)
 _CODE = re.compile(r"^(dill(\.[\w.]+)?|types\.\w+|builtins\.(getattr|setattr|__main__)|[\w.]+\.__dict__)$")
+# import machinery that dill pickles with a function's module globals (``__spec__``,
+# ``__loader__``) when the module was not importable by name where it was saved: types that
+# describe a module, answered by ModuleParts that keep their name and file. Their functions
+# and methods (``SourceFileLoader.load_module``, ``_frozen_importlib._load``) stay refused.
+_MACHINERY = re.compile(
+    r"^(_frozen_importlib|importlib\._bootstrap)\.(ModuleSpec|BuiltinImporter|FrozenImporter)$"
+    r"|^(_frozen_importlib_external|importlib\._bootstrap_external)\."
+    r"(SourceFileLoader|SourcelessFileLoader|ExtensionFileLoader|_?NamespaceLoader|_NamespacePath)$"
+)
 BN_STATS = ("running_mean", "running_var", "num_batches_tracked")
 FORMAT = "attn-deploy-checkpoint/1"
 
@@ -84,6 +94,21 @@ class PickledCode:
 
     def __repr__(self) -> str:
         return f"<pickled {self.what}>"
+
+
+class ModulePart(PickledCode):
+    """What a pickle built from import machinery (a module spec, a loader): the module's name
+    and file, never a real spec or loader."""
+
+    def __setstate__(self, state: Any) -> None:
+        fields = state[-1] if isinstance(state, tuple) and state else state
+        if isinstance(fields, dict):
+            name, where = fields.get("name"), fields.get("origin") or fields.get("path")
+            self.module = name[:80] if isinstance(name, str) else None
+            self.file = where[-120:] if isinstance(where, str) else None
+
+    module: str | None = None
+    file: str | None = None
 
 
 # plain data types a pickle may name through dill's ``_load_type``; calling one runs no user code
@@ -115,6 +140,8 @@ class _StandIn:
             return PickledCode(f"bound method {args[1][:60]}")
         if short == "_create_code":
             return PickledCode("code object")
+        if _MACHINERY.match(name):
+            return ModulePart(short)
         return PickledCode(name)
 
     def __setstate__(self, state: Any) -> None:
@@ -217,9 +244,14 @@ MAX_ARCHIVE = 16 << 30  # bytes a checkpoint's archive may unpack to
 MAX_RATIO = 200  # a compressed entry growing more than this is a zip bomb (torch.save stores, never deflates)
 
 
-def safe_load(path: Path) -> Any:
+MAX_VALUES = 1_000_000  # values in a checkpoint walked as a tree; a yolov5x training checkpoint has ~30k
+MAX_DEPTH = 200
+
+
+def safe_load(path: Path, notes: list[str] | None = None) -> Any:
     """torch.load through the restricted unpickler: only tensors, plain containers, inert
-    records and stand-ins come out; any other global is refused by name."""
+    records and stand-ins come out; any other global is refused by name. ``notes`` gets one
+    line per module whose import machinery the pickle held (never constructed)."""
     _check_archive(path)
     try:
         with zipfile.ZipFile(path) as z:
@@ -228,8 +260,18 @@ def safe_load(path: Path) -> Any:
         raise UserError(f"{path} cannot be read: its archive is damaged or truncated ({library_text(e, 60)})",
                         detail=str(e)) from e
     _refuse_globals(path, pickle_globals(data))  # all the names at once, for the message
+    made: list[_SafeUnpickler] = []
+
+    class Unpickler(_SafeUnpickler):  # one per load, so that what it met can be read back
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    module = types.ModuleType("attn_deploy_safe_pickle")
+    module.Unpickler = Unpickler  # type: ignore[attr-defined]
+    module.load = None  # type: ignore[attr-defined]  # torch reads the zip's data.pkl through Unpickler only
     try:
-        return torch.load(str(path), map_location="cpu", weights_only=False, pickle_module=_SAFE_PICKLE)
+        obj = torch.load(str(path), map_location="cpu", weights_only=False, pickle_module=module)
     except RefusedGlobal as e:  # one the opcode scan did not see: find_class is the real guard
         _refuse_globals(path, [str(e)])
         raise
@@ -241,6 +283,31 @@ def safe_load(path: Path) -> Any:
         raise UserError(f"{path} cannot be read: its objects nest too deeply") from e
     except Exception as e:  # noqa: BLE001 - only allow-listed rebuilders ran: any failure is malformed data
         raise UserError(f"{path} cannot be read: {_why_unreadable(e)}", detail=str(e)) from e
+    # pickle's shared references make a "billion laughs" of a few hundred bytes: unpickling it is
+    # cheap, but every reader that walks a yaml row, an option dict or a record's state (the
+    # pickled-code scan, the yaml checks, a warning's text) would expand it
+    check_expansion(obj, f"{path} refused", MAX_VALUES, MAX_DEPTH, _inside, "its objects", "pickle")
+    if notes is not None:
+        notes += _machinery_notes([part for u in made for part in u.module_parts])
+    return obj
+
+
+def _inside(obj: Any) -> list[Any] | None:
+    """What a checkpoint's non-container objects hold: a record its state, an object array its items."""
+    if isinstance(obj, Record):
+        return [obj.__dict__.get("state")]
+    if type(obj).__name__ == "ndarray" and getattr(obj.dtype, "hasobject", False):
+        return list(obj.flat)
+    return None
+
+
+def _machinery_notes(parts: list[ModulePart]) -> list[str]:
+    """One line per module whose spec or loader a pickled function's globals carried."""
+    modules: dict[str, set[str]] = {}
+    for part in parts:
+        modules.setdefault(part.module or "a module", set()).add(part.what)
+    return [f"import machinery of {name} ({', '.join(sorted(kinds))})"
+            for name, kinds in modules.items()]
 
 
 def _allowed_calls() -> dict[str, Any]:
@@ -259,6 +326,7 @@ class _SafeUnpickler(pickle._Unpickler):  # type: ignore[name-defined,misc]
         self._records: dict[str, type[Record]] = {}
         self._user = pickle_names()
         self._handed: set[int] = set()
+        self.module_parts: list[ModulePart] = []  # import machinery met on the way (named in the warning)
 
     def find_class(self, module: str, name: str) -> Any:
         full = f"{module.replace('__builtin__', 'builtins')}.{name}"
@@ -268,7 +336,7 @@ class _SafeUnpickler(pickle._Unpickler):  # type: ignore[name-defined,misc]
             obj = _numpy_global(full)
         elif full.startswith(RECORD_NAMESPACES) or full in NAMESPACE_CLASSES or full in self._user:
             obj = self._records.setdefault(full, _record_class(full))
-        elif _CODE.match(full):
+        elif _CODE.match(full) or _MACHINERY.match(full):
             obj = _StandIn(full)
         else:
             raise RefusedGlobal(full)
@@ -281,22 +349,27 @@ class _SafeUnpickler(pickle._Unpickler):  # type: ignore[name-defined,misc]
             return func
         raise RefusedCall(getattr(func, "__qualname__", type(func).__name__))
 
+    def _made(self, obj: Any) -> Any:
+        if isinstance(obj, ModulePart):
+            self.module_parts.append(obj)
+        return obj
+
     def load_reduce(self) -> None:
         args = self.stack.pop()
-        self.stack[-1] = self._callable(self.stack[-1])(*args)
+        self.stack[-1] = self._made(self._callable(self.stack[-1])(*args))
 
     def load_newobj(self) -> None:
         args = self.stack.pop()
         cls = self._callable(self.stack.pop())
-        self.append(cls() if isinstance(cls, (PickledCode, _StandIn)) else cls.__new__(cls, *args))
+        self.append(self._made(cls() if isinstance(cls, (PickledCode, _StandIn)) else cls.__new__(cls, *args)))
 
     def load_newobj_ex(self) -> None:
         kwargs, args = self.stack.pop(), self.stack.pop()
         cls = self._callable(self.stack.pop())
-        self.append(cls() if isinstance(cls, (PickledCode, _StandIn)) else cls.__new__(cls, *args, **kwargs))
+        self.append(self._made(cls() if isinstance(cls, (PickledCode, _StandIn)) else cls.__new__(cls, *args, **kwargs)))
 
     def _instantiate(self, klass: Any, args: Any) -> None:
-        self.append(self._callable(klass)(*args))
+        self.append(self._made(self._callable(klass)(*args)))
 
     def load_build(self) -> None:
         import numpy as np
@@ -312,11 +385,6 @@ class _SafeUnpickler(pickle._Unpickler):  # type: ignore[name-defined,misc]
     dispatch[pickle.NEWOBJ[0]] = load_newobj
     dispatch[pickle.NEWOBJ_EX[0]] = load_newobj_ex
     dispatch[pickle.BUILD[0]] = load_build
-
-
-_SAFE_PICKLE = types.ModuleType("attn_deploy_safe_pickle")
-_SAFE_PICKLE.Unpickler = _SafeUnpickler  # type: ignore[attr-defined]
-_SAFE_PICKLE.load = None  # type: ignore[attr-defined]  # torch reads the zip's data.pkl through Unpickler only
 
 
 def _why_unreadable(e: BaseException) -> str:
@@ -340,6 +408,10 @@ def _check_archive(path: Path) -> None:
         raise UserError(f"{path} cannot be read: its archive is damaged or truncated") from e
     if not any(i.filename.endswith("data.pkl") for i in infos):
         raise UserError(f"{path} is a zip archive but not a PyTorch checkpoint (no data.pkl in it)")
+    locked = [i.filename for i in infos if i.flag_bits & 0x1]
+    if locked:
+        raise UserError(f"{path} cannot be read: its archive member {locked[0][-60:]} is encrypted "
+                        "(torch.save never encrypts; a password-protected zip is not a checkpoint)")
     total = sum(i.file_size for i in infos)
     bomb = [i.filename for i in infos if i.compress_size and i.file_size > MAX_RATIO * i.compress_size > 0]
     if total > MAX_ARCHIVE or bomb:
@@ -391,7 +463,8 @@ def _allowed_global(name: str) -> bool:
     """What the restricted unpickler will hand out (as a record, a stand-in or torch's rebuilder)."""
     name = name.replace("__builtin__", "builtins")
     return (name.startswith(RECORD_NAMESPACES) or name in NAMESPACE_CLASSES or name in pickle_names()
-            or bool(_NUMPY_DATA.match(name)) or bool(_CODE.match(name)) or name in _allowed_calls())
+            or bool(_NUMPY_DATA.match(name)) or bool(_CODE.match(name)) or bool(_MACHINERY.match(name))
+            or name in _allowed_calls())
 
 
 def _refuse_globals(path: Path, names: list[str]) -> None:
@@ -426,6 +499,8 @@ class Checkpoint:
     stride: list[float] | None = None
     records: dict[int, Record] = field(default_factory=dict)
     ignored: list[str] = field(default_factory=list)  # functions pickled in it, never run: "model.3.forward (lambda)"
+    machinery: list[str] = field(default_factory=list)  # import machinery in pickled globals, never constructed
+    variants: dict[int, dict[str, Any]] = field(default_factory=dict)  # ours: attention layers' constructor keywords
 
     @property
     def kind(self) -> str:
@@ -437,13 +512,14 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     p = Path(path)
     if not p.is_file():
         raise UserError(f"weights file not found: {p}")
-    obj = safe_load(p)
+    machinery: list[str] = []
+    obj = safe_load(p, machinery)
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         return _from_ours(p, obj)
     model = _pick_model(obj)
     if isinstance(model, Record):
         ckpt = _from_record(p, model)
-        ckpt.ignored = pickled_code(obj)
+        ckpt.ignored, ckpt.machinery = pickled_code(obj), machinery
         return ckpt
     state = _state_dict(model)
     if state is None:
@@ -480,8 +556,13 @@ def pickled_code(obj: Any, path: str = "", depth: int = 0) -> list[str]:
 
 def warn_ignored(ckpt: Checkpoint) -> None:
     """One warning line naming the pickled functions that were left unrun."""
-    shown = ", ".join(ckpt.ignored[:4]) + (f" and {len(ckpt.ignored) - 4} more" if len(ckpt.ignored) > 4 else "")
-    warnings.warn(f"{ckpt.path.name}: {len(ckpt.ignored)} pickled function(s) ignored, never run or bound: {shown}",
+    alike: dict[str, list[str]] = {}  # one entry per kind of function: "model.3.forward (lambda)"
+    for entry in ckpt.ignored:
+        alike.setdefault(entry[entry.find(" ("):], []).append(entry)
+    kinds = [same[0] + (f" and {len(same) - 1} more like it" if len(same) > 1 else "") for same in alike.values()]
+    shown = ", ".join(kinds[:3]) + (f" and {len(kinds) - 3} more kinds" if len(kinds) > 3 else "")
+    also = "".join(f"; {note}" for note in ckpt.machinery)
+    warnings.warn(f"{ckpt.path.name}: {len(ckpt.ignored)} pickled function(s) ignored, never run or bound: {shown}{also}",
                   AttnDeployWarning, stacklevel=3)
 
 
@@ -545,7 +626,9 @@ def write_checkpoint(path: str | Path, model: Any, extra: dict[str, Any] | None 
     from attn_deploy.files import atomic_write
 
     state = {k: (v.half() if half and v.is_floating_point() else v).clone() for k, v in model.state_dict().items()}
-    doc = {"format": FORMAT, "yaml": model.yaml, "names": list(model.names), "state_dict": state, **(extra or {})}
+    variants = {i: dict(m.variant) for i, m in enumerate(model.model) if getattr(m, "variant", None)}
+    doc = {"format": FORMAT, "yaml": model.yaml, "names": list(model.names), "state_dict": state,
+           "variants": variants, **(extra or {})}
     buf = io.BytesIO()
     torch.save(doc, buf)
     return atomic_write(path, buf.getvalue())
@@ -555,6 +638,9 @@ def _from_ours(path: Path, obj: dict[str, Any]) -> Checkpoint:
     state, cfg = obj.get("state_dict"), obj.get("yaml")
     if _state_dict(state) is None or not isinstance(cfg, dict):
         raise UserError(f"{path}: an attn-deploy checkpoint without its yaml or state dict")
-    names = obj.get("names")
+    names, variants = obj.get("names"), obj.get("variants") or {}
+    if not (isinstance(variants, dict) and all(isinstance(k, int) and isinstance(v, dict) and all(
+            isinstance(n, str) and _plain(x) for n, x in v.items()) for k, v in variants.items())):
+        raise UserError(f"{path}: its attention variants are not a table of plain keywords by layer")
     return Checkpoint(path, _group_by_layer(_state_dict(state), path), yaml=cfg,
-                      names=[str(n) for n in names] if isinstance(names, list) else None)
+                      names=[str(n) for n in names] if isinstance(names, list) else None, variants=variants)

@@ -13,7 +13,7 @@ from attn_deploy.errors import UserError
 from attn_deploy.models.anchorfree import AnchorFreeModel, guess_scale
 from attn_deploy.models.checkpoint import Checkpoint, read_checkpoint, warn_ignored
 from attn_deploy.models.heads import Detector
-from attn_deploy.models.mapping import load_checkpoint_weights
+from attn_deploy.models.mapping import load_checkpoint_weights, warn_guessed
 from attn_deploy.models.rows import strip_nn
 from attn_deploy.models.yolo import build_model, load_yaml
 from attn_deploy.models.zoo import SEED, create_model
@@ -51,8 +51,9 @@ def load_model(
         raise UserError("no model given: use --model NAME, --cfg YAML or --weights FILE")
     if ckpt is not None:
         load_checkpoint_weights(net, ckpt)
-        if ckpt.ignored:
+        if ckpt.ignored or ckpt.machinery:
             warn_ignored(ckpt)
+        warn_guessed(net, ckpt)
     return net.eval()
 
 
