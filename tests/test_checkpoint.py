@@ -15,9 +15,11 @@ from attn_deploy.errors import UserError
 from attn_deploy.models import load_model
 from attn_deploy.models.zoo import SCALES, YOLOV5, insert_row
 
-# the class names and yaml arguments each fork writes for its attention row
+# the class names and yaml arguments each fork writes for its attention row; where two forks
+# write one name, "name/fork" picks the stand-in's (its yaml's 'fork' key)
 FORK_ROWS = {
-    "SE": [1024], "SEAttention": [1024], "ECA": [1024], "CA": [1024], "CBAM": [1024],
+    "SE": [1024], "SEAttention": [1024], "SELayer": [1024, 4], "ECA": [1024], "CA": [1024], "CoordAtt": [1024],
+    "CBAM": [1024], "CBAM/yolov5": [1024], "CBAM/official": [1024, 16], "CBAMBlock": [1024, 16, 7],
     "ShuffleAttention": [1024], "CrissCrossAttention": [1024], "S2Attention": [1024],
     "SimAM": [1024], "SKAttention": [1024], "NAMAttention": [1024], "SOCA": [1024],
     "GAMAttention": [1024, 1024],
@@ -34,7 +36,12 @@ def standin() -> Iterator[None]:
 def fork_cfg(attention: str | None, nc: int = 4) -> dict[str, Any]:
     gd, gw = SCALES["n"]
     cfg = {"nc": nc, "depth_multiple": gd, "width_multiple": gw, **copy.deepcopy({k: v for k, v in YOLOV5.items() if k != "nc"})}
-    return insert_row(cfg, 9, [-1, 1, attention, FORK_ROWS[attention]]) if attention else cfg
+    if not attention:
+        return cfg
+    name, _, fork = attention.partition("/")
+    if fork:
+        cfg["fork"] = fork
+    return insert_row(cfg, 9, [-1, 1, name, FORK_ROWS[attention]])
 
 
 def saved(tmp_path: Path, model: torch.nn.Module, name: str = "best", **kw: Any) -> Path:
@@ -88,6 +95,54 @@ def test_fork_variants_are_read_from_the_records(tmp_path: Path) -> None:
     assert cbam.channel.act.negative_slope == 0.1 and not cbam.spatial.max_first
     gam = load_model(weights=saved(tmp_path, y5.randomize(y5.DetectionModel(fork_cfg("GAMAttention"))))).model[9]
     assert not gam.channel_sigmoid and gam.spatial_attention[0].groups == 4
+
+
+CBAM_ORDERS = {"CBAM": (False, "shared_MLP"), "CBAM/yolov5": (False, "ca.f1"), "CBAM/official": (True, "mlp"),
+               "CBAMBlock": (True, "ca.se")}
+
+
+@pytest.mark.parametrize("fork", sorted(CBAM_ORDERS))
+def test_cbam_plane_order_follows_its_source(tmp_path: Path, fork: str) -> None:
+    """Each source's spatial gate stacks its planes in its own order; a trained 7x7 conv weighs
+    the two planes differently, so the wrong order moves boxes by pixels (1089 px on a real fork)."""
+    standin = y5.randomize(y5.DetectionModel(fork_cfg(fork)))
+    conv = next(m for m in standin.model[9].modules() if isinstance(m, torch.nn.Conv2d) and m.in_channels == 2)
+    with torch.no_grad():  # a trained-looking gate: the planes weighed apart
+        conv.weight[:, 0] = conv.weight[:, 0].abs() * 20
+        conv.weight[:, 1] = -conv.weight[:, 1].abs() * 20
+    path = saved(tmp_path, standin)
+    ours = load_model(weights=path)
+    max_first, evidence = CBAM_ORDERS[fork]
+    assert ours.model[9].spatial.max_first is max_first
+    (reading,) = [r for r in ours.readings if r["what"] == "spatial gate planes"]
+    assert reading["certain"] and evidence in reading["evidence"], reading
+    x = torch.rand(1, 3, 128, 160)
+    want = layer_output(standin, x, 9, as_saved=True)
+    torch.testing.assert_close(layer_output(ours, x, 9), want, rtol=1e-4, atol=1e-5)
+    ours.model[9].spatial.max_first = not max_first  # the other reading is far off: the test can tell
+    assert (layer_output(ours, x, 9) - want).abs().max() > 1e-2
+
+
+def test_an_open_choice_is_a_stated_guess(tmp_path: Path, recwarn: pytest.WarningsRecorder) -> None:
+    """A plain state dict with names no source uses: CBAM's plane order is guessed, said in the
+    warning and kept in the sidecar's readings."""
+    from click.testing import CliRunner
+
+    from attn_deploy.cli import main
+
+    standin = y5.randomize(y5.DetectionModel(fork_cfg("CBAM/yolov5")))
+    state = {k.replace(".ca.f", ".ca.lin"): v.half() for k, v in standin.state_dict().items()}
+    torch.save(state, tmp_path / "sd.pt")
+    r = CliRunner().invoke(main, ["export", "--model", "yolov5n-cbam", "--weights", str(tmp_path / "sd.pt"),
+                                  "--imgsz", "64", "--no-check", "-o", str(tmp_path / "m.onnx")])
+    assert r.exit_code == 0, r.stderr
+    assert "were guessed: " in r.stderr and "layer 9 cbam spatial gate planes as [max; mean]" in r.stderr, r.stderr
+    assert "verify --weights sd.pt --fork DIR" in r.stderr
+    import json
+
+    readings = json.loads((tmp_path / "m.json").read_text())["readings"]
+    assert {"layer": 9, "what": "spatial gate planes", "taken": "[max; mean]", "certain": False}.items() <= \
+        next(r for r in readings if r["what"] == "spatial gate planes").items()
 
 
 def test_v6_model_class_and_model_key_without_ema(tmp_path: Path) -> None:
@@ -214,3 +269,18 @@ def test_ultralytics_args_namespace_is_an_inert_record(tmp_path: Path) -> None:
     path = archive_with_pickle(tmp_path, "args.pt", b"\x80\x02}" + pickle_text("args") + ns + b"s.")
     args = safe_load(path)["args"]
     assert isinstance(args, Record) and args.get("imgsz") == 640 and args.class_name == "IterableSimpleNamespace"
+
+
+def test_our_checkpoint_keeps_the_variant_that_was_read(tmp_path: Path, recwarn: pytest.WarningsRecorder) -> None:
+    """A fork's CBAM written as our checkpoint (calib, QAT and training write ours): reloaded in the
+    variant read from the fork, not in our defaults, with nothing left to guess."""
+    from attn_deploy.models.checkpoint import write_checkpoint
+
+    fork = load_model(weights=saved(tmp_path, y5.randomize(y5.DetectionModel(fork_cfg("CBAM")))))
+    again = load_model(weights=write_checkpoint(tmp_path / "ours.pt", fork, half=False))
+    cbam = again.model[9]
+    assert not cbam.spatial.max_first and cbam.channel.act.negative_slope == 0.1 and cbam.variant == fork.model[9].variant
+    assert again.readings == [] and not [w for w in recwarn if "guessed" in str(w.message)]
+    x = torch.rand(1, 3, 96, 128)
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), fork(x))

@@ -182,6 +182,9 @@ def sidecar(net: Detector, proto: Any, result: ExportResult, source: dict[str, A
                  "findings": len(result.lint.findings)} if result.lint is not None else None,
         "parity": result.parity.to_dict() if result.parity is not None else None,
         "layers": layer_table(net, proto),
+        # choices the checkpoint's tensors left open (CBAM's plane order, SE's gate): what was
+        # taken, from which evidence (None: a guess, also warned at load)
+        "readings": list(getattr(net, "readings", [])),
     }
 
 

@@ -10,11 +10,13 @@ have the same shape up to size-1 dimensions. Anything else fails naming the laye
 
 from __future__ import annotations
 
+import warnings
 from collections import OrderedDict
+from typing import Any
 
 from torch import Tensor, nn
 
-from attn_deploy.errors import UserError, library_text
+from attn_deploy.errors import AttnDeployWarning, UserError, library_text
 from attn_deploy.models.attention import AttentionModule, ForkLayer
 from attn_deploy.models.checkpoint import Checkpoint
 from attn_deploy.models.heads import Detector
@@ -58,19 +60,21 @@ def _fork_layer(ckpt: Checkpoint, i: int, yaml_name: str) -> ForkLayer:
     return ForkLayer(record.class_name, ckpt.layers.get(i, {}), record.attrs(), record.classes())
 
 
-def _adapt_attention(model: Detector, ckpt: Checkpoint, i: int) -> nn.Module:
-    """Rebuild attention layer i in the variant the checkpoint's fork used."""
+def _adapt_attention(model: Detector, ckpt: Checkpoint, i: int) -> list[dict[str, Any]]:
+    """Rebuild attention layer i in the variant the checkpoint's fork used; how each choice
+    the tensors leave open was read, as sidecar rows."""
     layer = model.model[i]
     c1 = model.out_channels[i]  # an attention layer keeps its input's channel count
     fork = _fork_layer(ckpt, i, layer.type)
     try:
-        kwargs = type(layer).fork_kwargs(c1, fork)
+        kwargs = ckpt.variants[i] if i in ckpt.variants else type(layer).fork_kwargs(c1, fork)
         new = type(layer)(c1, **kwargs)
     except (ValueError, TypeError, IndexError, KeyError, StopIteration) as e:
         raise UserError(f"layer {i} ({fork.cls[:40]}): cannot read this fork's variant: {library_text(e, 100)}") from e
     new.i, new.f, new.type = layer.i, layer.f, layer.type
+    new.variant = dict(kwargs)  # written into our own checkpoints, so that a reload needs no reading
     model.model[i] = new
-    return new
+    return [{"layer": i, "module": fork.cls, **r.to_dict()} for r in fork.readings]
 
 
 def load_checkpoint_weights(model: Detector, ckpt: Checkpoint) -> None:
@@ -80,9 +84,10 @@ def load_checkpoint_weights(model: Detector, ckpt: Checkpoint) -> None:
     if extra:
         raise UserError(f"{ckpt.path}: the checkpoint has layers {extra} that the model does not ({len(ours_layers)} layers)")
     state: dict[str, Tensor] = OrderedDict()
+    model.readings = []
     for i in ours_layers:
         if isinstance(model.model[i], AttentionModule):
-            _adapt_attention(model, ckpt, i)
+            model.readings += _adapt_attention(model, ckpt, i)
         layer = model.model[i]
         where = f"{ckpt.path.name}: layer {i} ({layer.type})"
         ours, theirs = layer.state_dict(), ckpt.layers.get(i, {})
@@ -119,3 +124,15 @@ def _check_stride(model: Detector, ckpt: Checkpoint) -> None:
         raise UserError(
             f"{ckpt.path}: the checkpoint's strides {ckpt.stride} differ from the model's {model.stride.tolist()}"
         )
+
+
+def warn_guessed(model: Detector, ckpt: Checkpoint) -> None:
+    """One warning line naming the choices no tensor, name or class of the checkpoint showed."""
+    guessed = [r for r in getattr(model, "readings", []) if not r["certain"]]
+    if not guessed:
+        return
+    shown = ", ".join(f"layer {r['layer']} {r['module']} {r['what']} as {r['taken']}" for r in guessed[:3])
+    more = f" and {len(guessed) - 3} more" if len(guessed) > 3 else ""
+    warnings.warn(f"{ckpt.path.name}: {len(guessed)} choice(s) its tensors leave open were guessed: {shown}{more}; "
+                  f"check them with 'attn-deploy verify --weights {ckpt.path.name} --fork DIR'",
+                  AttnDeployWarning, stacklevel=3)

@@ -141,6 +141,7 @@ class DetectionModel(nn.Module):
         ch = self.yaml["ch"]
         self.model, self.save, self.rows, self.out_channels = parse_model(copy.deepcopy(self.yaml), ch, where)
         self.names = [str(i) for i in range(self.yaml["nc"])]
+        self.readings: list[dict[str, Any]] = []  # how a checkpoint's open choices were read (mapping.py)
         detect = self.model[-1]
         if not isinstance(detect, common.Detect):
             raise UserError(f"{where}: the last row must be Detect")

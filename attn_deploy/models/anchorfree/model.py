@@ -47,6 +47,7 @@ class AnchorFreeModel(nn.Module):
         self.model, self.save, self.rows, self.out_channels = parse_model(
             copy.deepcopy(self.yaml), ch, scaling, where)
         self.names = [str(i) for i in range(self.yaml["nc"])]
+        self.readings: list[dict[str, Any]] = []  # how a checkpoint's open choices were read (mapping.py)
         if not isinstance(self.model[-1], Detect):
             raise UserError(f"{where}: the last row must be Detect")
         strides = _trial_strides(self.model, self.save, ch, where)

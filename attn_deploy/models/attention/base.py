@@ -9,6 +9,24 @@ import torch
 from torch import Tensor, nn
 
 
+@dataclass(frozen=True)
+class Reading:
+    """One choice a fork's checkpoint had to answer that our module cannot see in the tensors
+    alone (CBAM's plane order, SE's gate): what was taken and what in the checkpoint said so.
+    ``evidence`` None means nothing did: the reading is a guess, and the loader warns."""
+
+    what: str
+    taken: str
+    evidence: str | None
+
+    @property
+    def certain(self) -> bool:
+        return self.evidence is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"what": self.what, "taken": self.taken, "evidence": self.evidence, "certain": self.certain}
+
+
 @dataclass
 class ForkLayer:
     """One attention layer as a fork's checkpoint holds it: names and tensors, never code.
@@ -22,6 +40,20 @@ class ForkLayer:
     tensors: dict[str, Tensor]
     attrs: dict[str, Any] = field(default_factory=dict)
     classes: dict[str, str] = field(default_factory=dict)
+    readings: list[Reading] = field(default_factory=list)
+
+    def read(self, what: str, value: Any, taken: str, evidence: str | None) -> Any:
+        """Record how ``what`` was read (``taken``, in words) and from which ``evidence``; returns ``value``."""
+        self.readings.append(Reading(what, taken, evidence))
+        return value
+
+    def has_part(self, name: str) -> str | None:
+        """The first tensor or submodule path with a part named ``name`` (``ca.f1.weight`` has ``f1``)."""
+        return next((p for p in [*self.tensors, *self.classes] if name in p.split(".")), None)
+
+    def class_at(self, *names: str) -> str | None:
+        """The path of the first submodule whose class is one of ``names`` (a training checkpoint's)."""
+        return next((p for p, c in self.classes.items() if p and c in names), None)
 
     def shape(self, name: str) -> tuple[int, ...] | None:
         t = self.tensors.get(name)

@@ -95,21 +95,58 @@ class CBAM(AttentionModule):
         if conv_i == len(w) and not fc:
             raise ValueError("no 2->1 spatial convolution, and the channel part is not one C->C conv")
         after = len(w) - conv_i - 1  # conv bias (1) and/or BN affine (2) after the 7x7 conv
-        yoloair = layer.has("channel_attention.shared_MLP")
-        slope = next((v for k, v in layer.attrs.items() if k.endswith("negative_slope")), None)
-        return {
+        source = _source(layer, fc)
+        kwargs = {
             "reduction": 1 if fc else reduction_from(channels, w[0][1].shape[0]),
             "kernel_size": w[conv_i][1].shape[-1] if conv_i < len(w) else 7,
             "bias": conv_i == 4,
-            "negative_slope": float(slope if slope is not None else 0.1 if yoloair else 0.0),
+            "negative_slope": _slope(layer, source),
             "spatial_bias": after % 2 == 1,
             "spatial_norm": after >= 2,
-            # official and External-Attention stack [max; mean]; YOLOAir, tutorials, ultralytics [mean; max]
-            "max_first": not (yoloair or fc or layer.has("channel_attention.f1")),
             "residual": layer.cls == "CBAMBlock" or layer.has("ca.se"),
             "channel_gate": "fc" if fc else "mlp",
             "spatial": conv_i < len(w),
         }
+        if kwargs["spatial"]:
+            max_first = source[1] if source else True  # unknown: the official code's order
+            kwargs["max_first"] = layer.read(
+                "spatial gate planes", max_first, "[max; mean]" if max_first else "[mean; max]",
+                source[0] if source else None)
+        return kwargs
+
+
+# Whose CBAM a checkpoint holds, told by the names it saved, and the order in which that
+# source stacks the spatial gate's planes (True: [max; mean]). The paper writes [avg; max];
+# the official code stacks [max; mean]; the forks split. First match wins.
+_SOURCES: tuple[tuple[str, str, bool], ...] = (
+    ("shared_MLP", "YOLOAir's CBAM (channel_attention.shared_MLP)", False),
+    ("f1", "the tutorial CBAM (ChannelAttention f1/f2)", False),
+    ("se", "External-Attention's CBAMBlock (ca.se)", True),
+    ("mlp", "the official CBAM (ChannelGate.mlp)", True),
+    ("fc1", "attn-deploy's CBAM (channel.fc1)", True),
+)
+
+
+def _source(layer: ForkLayer, fc: bool) -> tuple[str, bool] | None:
+    """(the evidence, max first?) from the checkpoint's names, or None when they say nothing."""
+    if fc:
+        return "ultralytics' CBAM (one C->C channel conv)", False
+    for part, source, max_first in _SOURCES:
+        if (path := layer.has_part(part)) is not None:
+            return f"{source}: {path}", max_first
+    return None
+
+
+def _slope(layer: ForkLayer, source: tuple[str, bool] | None) -> float:
+    """The channel MLP's activation: a saved LeakyReLU slope, a ReLU the classes show, or the source's."""
+    slope = next((v for k, v in layer.attrs.items() if k.endswith("negative_slope")), None)
+    if slope is not None:
+        return float(slope)
+    if layer.class_at("ReLU") is not None:
+        return 0.0
+    yoloair = source is not None and source[0].startswith("YOLOAir")
+    return layer.read("channel MLP activation", 0.1 if yoloair else 0.0,
+                      "LeakyReLU(0.1)" if yoloair else "ReLU", source[0] if source else None)
 
 
 def _one_biased_conv(channels: int, w: list[tuple[str, Tensor]]) -> bool:
