@@ -247,3 +247,28 @@ def blocks_check_table(results: list[Any]) -> Table:
         t.add_row(f"{r.block}\n[dim]{escape(r.origin)}[/]", "\n".join(r.names), r.rule, "\n".join(r.shapes), ops,
                   f"{r.max_error:.2e}" if r.max_error is not None else "-", verdict)
     return t
+
+
+def verify_table(result: Any) -> Table:
+    """``verify --fork``: our rebuild against the fork's own model, layer by layer (``diagnose/fork.py``)."""
+    from rich.markup import escape
+
+    first = result.first_difference
+    verdict = (f"first difference: layer {first.layer}" if first is not None
+               else f"every compared layer within {result.layer_tol:g}")
+    t = Table(title=f"Our rebuild against the fork's code on {result.images} image(s) at "
+                    f"{result.imgsz[0]}x{result.imgsz[1]}; {verdict}")
+    for col, justify in (("#", "right"), ("ours", "left"), ("the fork's", "left"), ("shape", "left"),
+                         ("max abs", "right"), ("rel", "right"), ("cosine", "right")):
+        t.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for c in result.layers:
+        mark = "[red]>[/] " if first is not None and c.layer == first.layer else ""
+        figures = ((f"{c.stats.max_abs:.3g}", f"{c.stats.rel:.2e}", f"{c.stats.cosine:.6f}") if c.stats is not None
+                   else ("-", "-", "not compared"))
+        t.add_row(f"{mark}{c.layer}", c.module, c.fork_class, "x".join(map(str, c.shape or [])) or "-", *figures)
+    t.add_row("", "output boxes (px)", "", "", f"{result.boxes.max_abs:.3g}", "", "")
+    t.add_row("", "output scores", "", "", f"{result.scores.max_abs:.3g}", "", "")
+    for r in result.readings:
+        t.add_row("", f"[dim]layer {r['layer']} {r['what']}: {escape(r['taken'])}[/]",
+                  f"[dim]{escape(r['evidence'] or 'a guess')}[/]", "", "", "", "")
+    return t

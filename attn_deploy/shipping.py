@@ -2,6 +2,8 @@
 
 The steps are the verbs' own library functions, in the order a deployment takes them:
 
+- **verify** (with ``fork``): our rebuild of the checkpoint against the user's fork, run on
+  it in a separate process, layer by layer (``diagnose/fork.py``); ``verify.json``;
 - **export**: ``NAME.onnx`` + ``NAME.json``, linted and checked against PyTorch;
 - **calib**: int8, ``NAME.int8.onnx`` (Q/DQ, within the mAP budget); fp16, ``NAME.fp16.onnx``
   (AutoCast); fp32 has nothing to do. FP16 goes through calib rather than a builder flag
@@ -35,7 +37,7 @@ from attn_deploy.errors import AttnDeployError, UserError
 from attn_deploy.files import all_or_nothing, atomic_write, check_writable, to_json
 
 PRECISIONS = ("int8", "fp16", "fp32")
-STEPS = ("export", "calib", "build", "parity", "report")
+STEPS = ("verify", "export", "calib", "build", "parity", "report")
 SUMMARY = "ship.json"
 Say = Callable[[str], None]
 
@@ -51,6 +53,7 @@ class ShipOptions:
     unless ``force``, which first removes the files a previous ship listed in its ship.json.
     ``max_images`` caps the parity images; ``max_map_drop`` is both calib's budget and
     parity's gate (mAP50-95 points); ``calib_images``, ``method`` and ``exclude`` are calib's.
+    ``fork`` (the fork's repository) runs ``verify`` first, with the fork's code, in ``python``.
     """
 
     model: str | None = None
@@ -73,6 +76,8 @@ class ShipOptions:
     calib_images: int = 64
     method: str = "max"
     exclude: tuple[str, ...] = ("auto",)
+    fork: str | Path | None = None
+    python: str | None = None
 
     @property
     def size(self) -> tuple[int, int]:
@@ -120,6 +125,7 @@ class ShipResult:
     calib: Any = None
     build: Any = None
     parity: Any = None
+    verify: Any = None
 
     @property
     def passed(self) -> bool:
@@ -184,6 +190,8 @@ def ship(opts: ShipOptions, progress: Say | None = None, notice: Say | None = No
 
 
 def _pipeline(result: ShipResult, net: Any, say: Say) -> None:
+    if _timed(result, "verify", lambda step: _verify(net, result, step, say)) is None:
+        return
     onnx = _timed(result, "export", lambda step: _export(net, result, step, say))
     graph = _timed(result, "calib", lambda step: _calib(onnx, result, step, say)) if onnx else None
     target = _timed(result, "build", lambda step: _build(graph, result, step, say)) if graph else None
@@ -216,6 +224,23 @@ def _timed(result: ShipResult, name: str, work: Callable[[Step], Path | None]) -
 def _judge(step: Step, passed: bool, failures: list[str], ok: str, files: list[Any]) -> None:
     step.status, step.why = ("pass", ok) if passed else ("fail", "; ".join(failures))
     step.artefacts = [Path(f).name for f in files if f]
+
+
+def _verify(net: Any, result: ShipResult, step: Step, say: Say) -> Path:
+    opts = result.options
+    if opts.fork is None:
+        step.status, step.why = "skipped", "no --fork: the rebuild was not run against the fork's code"
+        return result.output
+    from attn_deploy.diagnose.fork import verify_fork, verify_images
+
+    say("running the fork's code on the checkpoint, and our rebuild")
+    r = verify_fork(net, opts.weights, opts.fork, verify_images(opts.data, opts.size, 2), opts.python)
+    result.verify = r
+    out = atomic_write(result.output / "verify.json", to_json(r.to_dict()).encode())
+    compared = sum(c.stats is not None for c in r.layers)
+    _judge(step, r.passed, r.failures(), f"{compared} layers and the output equal the fork's "
+           f"(boxes {r.boxes.max_abs:.2g} px, scores {r.scores.max_abs:.2g})", [out])
+    return out
 
 
 def _export(net: Any, result: ShipResult, step: Step, say: Say) -> Path:
@@ -373,6 +398,8 @@ def _check_options(opts: ShipOptions) -> None:
         raise UserError("calib_images and max_images must be at least 1")
     if len(opts.exclude) > 1 and ("auto" in opts.exclude or "none" in opts.exclude):
         raise UserError("--exclude auto and none stand alone")
+    if opts.fork is not None and (opts.weights is None or not Path(opts.fork).is_dir()):
+        raise UserError(f"--fork {opts.fork}: " + ("not a folder" if opts.weights else "needs --weights, the checkpoint it trained"))
     if opts.exclude not in (("auto",), ("none",)):
         from attn_deploy.calib.groups import compile_patterns
 

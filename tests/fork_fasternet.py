@@ -34,21 +34,14 @@ def cfg(nc: int = 4) -> dict[str, Any]:
 
 
 def model() -> torch.nn.Module:
-    y5.install()
-    try:
+    with y5.installed():
         return y5.randomize(y5.DetectionModel(cfg()))
-    finally:
-        y5.uninstall()
 
 
 def save(path: Path, net: torch.nn.Module) -> Path:
     import dill
 
-    y5.install()  # models.common and models.yolo importable, as in the fork's train.py
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.save(y5.training_checkpoint(net), path, pickle_module=dill)
-    finally:
-        y5.uninstall()
+    with y5.installed(), warnings.catch_warnings():  # models.common and models.yolo importable, as in train.py
+        warnings.simplefilter("ignore")
+        torch.save(y5.training_checkpoint(net), path, pickle_module=dill)
     return path

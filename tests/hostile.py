@@ -193,13 +193,10 @@ def _bomb_in_yaml_row(folder: Path) -> Path:
     import yolov5_standin as y5
     from attn_deploy.models.zoo import model_config
 
-    y5.install()
-    try:
+    with y5.installed():
         model = y5.DetectionModel(model_config("yolov5n"))
         model.yaml["backbone"][0][3] = laughs()
         return _save(folder, "a.pt", y5.training_checkpoint(model))
-    finally:
-        y5.uninstall()
 
 
 def _encrypted(folder: Path) -> Path:

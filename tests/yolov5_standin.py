@@ -14,8 +14,10 @@ them proves the mapping; ``attn-deploy verify --fork`` runs the same files in a 
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import sys
+from collections.abc import Iterator
 import types
 from copy import deepcopy
 from pathlib import Path
@@ -60,6 +62,18 @@ def _place(path: str):
 
 def install() -> None:
     sys.modules.update(MODULES)
+
+
+@contextlib.contextmanager
+def installed() -> Iterator[None]:
+    """The fork installed for a while; left as it was found (a module fixture may hold it)."""
+    before = all(sys.modules.get(name) is module for name, module in MODULES.items())
+    install()
+    try:
+        yield
+    finally:
+        if not before:
+            uninstall()
 
 
 def uninstall() -> None:

@@ -79,3 +79,35 @@ def parity(
     write_report(report_dir, lambda: parity_page(result, list(net.names)), result.to_dict())
     gate(result.passed, "parity gate failed", result.failures())
 
+
+
+@main.command()
+@model_options
+@click.option("--fork", "fork", required=True, type=click.Path(file_okay=False),
+              help="The fork's repository (the folder holding its models/): its code is imported and run.")
+@click.option("--python", "python", type=click.Path(dir_okay=False),
+              help="The interpreter of the fork's environment (default: this one).")
+@click.option("--data", type=click.Path(), help="Images: a folder, an image, or a YOLO data.yaml (default: random images).")
+@click.option("--imgsz", type=ImageSize(), default="640", show_default=True, help="Input size: N or H,W.")
+@click.option("--images", "count", type=click.IntRange(1, 64), default=2, show_default=True, help="Images compared.")
+@json_option
+def verify(model_name: str | None, cfg: str | None, weights: str | None, fork: str, python: str | None,
+           data: str | None, imgsz: tuple[int, int], count: int, as_json: bool) -> None:
+    """Compare our rebuild of --weights with the fork's own model, layer by layer (exit 1 at the first
+    layer that differs). This runs the fork's code and the checkpoint's pickle, in a separate
+    process: only for a fork and a checkpoint you trust."""
+    from attn_deploy.diagnose.fork import verify_fork, verify_images
+    from attn_deploy.models import load_model
+    from attn_deploy.report import verify_table
+
+    if not weights:
+        raise click.UsageError("verify needs --weights: the checkpoint the fork trained")
+    net = load_model(model_name, cfg, weights)
+    images = verify_images(data, imgsz, count)
+    with Spinner("running the fork's code and our rebuild"):
+        result = verify_fork(net, weights, fork, images, python)
+    if as_json:
+        emit_json(result.to_dict())
+    else:
+        console().print(verify_table(result))
+    gate(result.passed, "our rebuild differs from the fork", result.failures())
