@@ -59,7 +59,7 @@ def test_fp32_without_tensorrt_stops_at_the_checked_onnx(shapes: Path, tmp_path:
     assert files == {f"{NAME}.onnx", f"{NAME}.json", "report.html", "report.json", "ship.json"}
     doc = summary(out)
     assert json.loads(r.stdout)["steps"] == doc["steps"]
-    assert doc["status"] == {"export": "pass", "calib": "skipped", "build": "skipped", "parity": "pass", "report": "pass"}
+    assert doc["status"] == {"verify": "skipped", "export": "pass", "calib": "skipped", "build": "skipped", "parity": "pass", "report": "pass"}
     assert doc["passed"] and doc["exit_code"] == 0 and doc["failed"] is None and doc["deployable"] == f"{NAME}.onnx"
     assert set(doc["artefacts"]) == files - {"ship.json"}
     assert json.loads((out / f"{NAME}.json").read_text())["parity"]["passed"]  # export's sidecar, kept
@@ -80,7 +80,7 @@ def test_int8_without_tensorrt_ships_the_qdq_graph(shapes: Path, tmp_path: Path,
     assert files == {f"{NAME}.onnx", f"{NAME}.json", f"{NAME}.int8.onnx", f"{NAME}.int8.json", "report.html",
                      "report.json", "ship.json"}
     doc = summary(out)
-    assert doc["status"] == {"export": "pass", "calib": "pass", "build": "skipped", "parity": "pass", "report": "pass"}
+    assert doc["status"] == {"verify": "skipped", "export": "pass", "calib": "pass", "build": "skipped", "parity": "pass", "report": "pass"}
     assert doc["deployable"] == f"{NAME}.int8.onnx"
     side = json.loads((out / f"{NAME}.int8.json").read_text())  # calib's sidecar, kept
     assert side["precision"]["precision"] == "int8" and side["precision"]["calibration"]["images"] == 8
@@ -95,7 +95,7 @@ def test_a_failed_gate_stops_the_run_with_exit_1(shapes: Path, tmp_path: Path, n
     assert r.exit_code == 1, r.stderr
     assert re.search(r"^attn-deploy: ship stopped at calib: damage \d+\.\d+ > budget 0$", r.stderr, re.MULTILINE), r.stderr
     doc = summary(out)
-    assert doc["status"] == {"export": "pass", "calib": "fail", "build": "not run", "parity": "not run", "report": "not run"}
+    assert doc["status"] == {"verify": "skipped", "export": "pass", "calib": "fail", "build": "not run", "parity": "not run", "report": "not run"}
     assert not doc["passed"] and doc["failed"] == "calib" and doc["exit_code"] == 1 and doc["candidate"] is None
     files = {p.name for p in out.iterdir()}  # what ran is all there, whole; no report of a parity never run
     assert files == {f"{NAME}.onnx", f"{NAME}.json", f"{NAME}.int8.onnx", f"{NAME}.int8.json", "ship.json"}
@@ -110,7 +110,7 @@ def test_a_failed_parity_gate_still_writes_its_report(shapes: Path, tmp_path: Pa
     assert r.exit_code == 1, r.stderr
     assert re.search(r"^attn-deploy: ship stopped at parity: detection agreement 0\.\d+ < 0\.95", r.stderr, re.MULTILINE)
     doc = summary(out)
-    assert doc["status"] == {"export": "pass", "calib": "pass", "build": "skipped", "parity": "fail", "report": "pass"}
+    assert doc["status"] == {"verify": "skipped", "export": "pass", "calib": "pass", "build": "skipped", "parity": "fail", "report": "pass"}
     assert doc["failed"] == "parity" and doc["candidate"] == f"{NAME}.int8.onnx" and doc["deployable"] is None
     report = json.loads((out / "report.json").read_text())
     assert report["ship"]["failed"] == "parity" and not report["parity"]["passed"] and (out / "report.html").is_file()
@@ -147,8 +147,8 @@ def test_bad_input_met_on_the_way_is_recorded_then_refused(shapes: Path, tmp_pat
     assert r.exit_code == 2 and r.stdout == ""
     assert r.stderr.strip().splitlines()[-1] == "attn-deploy: error: no readable calibration images in shapes/images/train"
     doc = summary(out)
-    assert doc["status"] == {"export": "pass", "calib": "fail", "build": "not run", "parity": "not run", "report": "not run"}
-    assert doc["failed"] == "calib" and doc["exit_code"] == 2 and "no readable" in doc["steps"][1]["why"]
+    assert doc["status"] == {"verify": "skipped", "export": "pass", "calib": "fail", "build": "not run", "parity": "not run", "report": "not run"}
+    assert doc["failed"] == "calib" and doc["exit_code"] == 2 and "no readable" in next(s for s in doc["steps"] if s["name"] == "calib")["why"]
     assert {p.name for p in out.iterdir()} == {"yolov5n.onnx", "yolov5n.json", "ship.json"}
 
 
@@ -177,30 +177,46 @@ def test_with_tensorrt_the_engine_is_built_and_judged(tmp_path: Path, monkeypatc
     assert r.exit_code == 0, r.stderr
     assert r.stderr == "" and seen == ["yolov5n.engine"]
     doc = summary(out)
-    assert doc["status"] == {"export": "pass", "calib": "skipped", "build": "pass", "parity": "pass", "report": "pass"}
+    assert doc["status"] == {"verify": "skipped", "export": "pass", "calib": "skipped", "build": "pass", "parity": "pass", "report": "pass"}
     assert doc["deployable"] == "yolov5n.engine" and doc["tensorrt"] == "10.13.0"
     assert {"yolov5n.engine", "yolov5n.engine.json"} <= set(doc["artefacts"])
 
 
-def test_anchor_free_family_ships_the_same_way(tmp_path: Path, no_trt: None) -> None:
-    """ship knows no family: a yolo11n goes the same way (fp32, random images: its weights are
-    random, so its detections are few; the plumbing is what is tested)."""
+def test_anchor_free_family_ships_the_same_way(shapes: Path, tmp_path: Path, no_trt: None) -> None:
+    """ship knows no family: the anchor-free demo (a yolo11n-ca) goes the same way."""
     out = tmp_path / "y11"
-    r = ship("--model", "yolo11n", "--imgsz", "160", "--precision", "fp32", "--max-images", "2", "-o", str(out))
+    r = ship("--weights", str(ROOT / "demo" / "yolo11n-ca-shapes.pt"), "--data", str(shapes), "--imgsz", "320",
+             "--precision", "fp32", "--max-images", "4", "-o", str(out))
     assert r.exit_code == 0, r.stderr
     doc = summary(out)
-    assert doc["status"] == {"export": "pass", "calib": "skipped", "build": "skipped", "parity": "pass", "report": "pass"}
-    assert doc["deployable"] == "yolo11n.onnx" and json.loads((out / "yolo11n.json").read_text())["model"] == "yolo11n"
+    assert doc["status"] == {"verify": "skipped", "export": "pass", "calib": "skipped", "build": "skipped", "parity": "pass", "report": "pass"}
+    assert doc["deployable"] == "yolo11n-ca-shapes.onnx"
+    assert json.loads((out / "yolo11n-ca-shapes.json").read_text())["family"] == "yolo11"
 
 
 def test_yolo26_ships_its_nms_free_head(tmp_path: Path, no_trt: None) -> None:
+    """Exported with its (N, max-det, 6) head; the seeded model detects nothing, so parity refuses."""
     out = tmp_path / "y26"
     r = ship("--model", "yolo26n", "--imgsz", "320", "--precision", "fp32", "--end2end", "--max-det", "100",
              "--max-images", "2", "-o", str(out))
-    assert r.exit_code == 0, r.stderr
+    assert r.exit_code == 2 and "no detections on either side of 2 images" in r.stderr, r.stderr
     side = json.loads((out / "yolo26n.json").read_text())
     assert side["output_layout"] == "xyxy_score_cls" and side["outputs"][0]["shape"] == [1, 100, 6]
-    assert summary(out)["status"]["parity"] == "pass"
+    assert summary(out)["status"]["export"] == "pass" and summary(out)["failed"] == "parity"
+    r = ship("--model", "yolo11n", "--end2end", "--precision", "fp32", "-o", str(tmp_path / "no"))
+    assert r.exit_code == 2 and "one-to-one" in r.stderr and not (tmp_path / "no").exists()
+
+
+def test_a_model_that_detects_nothing_is_refused_at_parity(tmp_path: Path, no_trt: None) -> None:
+    """Seeded weights on random images detect nothing: an agreement of 1.0 from nothing is no pass."""
+    out = tmp_path / "nothing"
+    r = ship("--model", "yolo11n", "--imgsz", "160", "--precision", "fp32", "--max-images", "2", "-o", str(out), "--json")
+    assert r.exit_code == 2 and r.stdout == "", r.stderr
+    assert r.stderr.strip().endswith("no detections on either side of 2 images: the detection gates compared nothing "
+                                     "(a trained model (--weights) on images with its objects (--data))"), r.stderr
+    doc = summary(out)
+    assert doc["failed"] == "parity" and doc["exit_code"] == 2 and doc["status"]["parity"] == "fail"
+    assert not doc["passed"] and doc["deployable"] is None
     r = ship("--model", "yolo11n", "--end2end", "--precision", "fp32", "-o", str(tmp_path / "no"))
     assert r.exit_code == 2 and "one-to-one" in r.stderr and not (tmp_path / "no").exists()
 

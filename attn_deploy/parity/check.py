@@ -136,7 +136,7 @@ def check_parity(
     batch, imgsz = _geometry(candidate, opts.imgsz)
     layout = head_of(reference).layout
     ref_run = TorchRunner(reference)
-    loader, source_name, labelled, total = _batches(opts, imgsz, batch)
+    loader, source_name, labelled, total = image_batches(opts, imgsz, batch)
     result = ParityResult(name, source_name, imgsz, opts.gates, requested=total)
     evals = (CocoEvaluator(reference.detect.nc), CocoEvaluator(reference.detect.nc)) if labelled else None
     parts: dict[str, list[TensorStats]] = {}
@@ -155,6 +155,9 @@ def check_parity(
             result.images += len(b)
             if progress:
                 progress(result.images, total)
+    if not result.detections.compared:  # agreement 1.0 and a drop of 0 from nothing: a gate passed on nothing
+        raise UserError(f"no detections on either side of {result.images} images: the detection gates compared "
+                        "nothing", "a trained model (--weights) on images with its objects (--data)")
     result.tensor = [merge(v) for v in parts.values()]
     result.skipped = list(getattr(loader, "skipped", []))
     if evals:
@@ -168,7 +171,7 @@ def first_batches(candidate: Runner, opts: ParityOptions, count: int) -> Iterato
     with candidate:  # activated only to read its input's geometry
         batch, imgsz = _geometry(candidate, opts.imgsz)
     first = ParityOptions(opts.data, opts.imgsz, count, opts.on_error)
-    return ((b.padded(batch), len(b)) for b in _batches(first, imgsz, batch)[0])
+    return ((b.padded(batch), len(b)) for b in image_batches(first, imgsz, batch)[0])
 
 
 def _judge(result: ParityResult, b: Batch, ref: np.ndarray, cand: np.ndarray,
@@ -206,7 +209,7 @@ def _geometry(candidate: Runner, imgsz: tuple[int, int] | None) -> tuple[int, tu
     return spec.fixed(0) or 1, (int(size[0]), int(size[1]))
 
 
-def _batches(opts: ParityOptions, imgsz: tuple[int, int], batch: int) -> tuple[Any, str, bool, int]:
+def image_batches(opts: ParityOptions, imgsz: tuple[int, int], batch: int) -> tuple[Any, str, bool, int]:
     """The batches to run (an ImageLoader, or random images), what they are, whether they
     carry labels, and how many images they hold."""
     if opts.data is None:

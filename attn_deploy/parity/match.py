@@ -63,12 +63,16 @@ class Agreement:
         return m
 
     @property
-    def agreement(self) -> float:
-        total = self.matched + self.missed + self.extra
-        return self.matched / total if total else 1.0
+    def compared(self) -> int:
+        """Detections on either side: matched pairs, missed and extra ones."""
+        return self.matched + self.missed + self.extra
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"agreement": self.agreement, "matched": self.matched, "missed": self.missed, "extra": self.extra,
+    @property
+    def agreement(self) -> float:
+        return self.matched / self.compared if self.compared else 1.0
+
+    def to_dict(self) -> dict[str, Any]:  # no agreement is shown that nothing was compared for
+        return {"agreement": self.agreement if self.compared else None, "matched": self.matched, "missed": self.missed, "extra": self.extra,
                 "iou_thres": self.iou_thres, "box_error_px": _summary(self.box_errors),
                 "score_error": _summary(self.score_errors)}
 
