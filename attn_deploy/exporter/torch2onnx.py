@@ -13,10 +13,16 @@ two opsets, static and dynamic.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import io
+import os
+import sys
+import tempfile
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -59,16 +65,56 @@ def torch_to_onnx(model: Detector, spec: ExportSpec) -> bytes:
     layout = head_of(model).layout
     model = fused(model.float().cpu().eval())
     x = torch.zeros(spec.batch, model.yaml["ch"], *spec.imgsz)
+    return export_legacy(model, x, opset_version=spec.opset, do_constant_folding=True, input_names=[INPUT],
+                         output_names=[OUTPUT], dynamic_axes=spec.dynamic_axes(layout))
+
+
+def export_legacy(module: torch.nn.Module, x: torch.Tensor, **options: Any) -> bytes:
+    """``torch.onnx.export`` (TorchScript, see above) of ``module`` on ``x``, silently.
+
+    The exporter's deprecation notice and tracer warnings about Python ints taken from shapes
+    are expected (the parity check, not a warning, says whether a graph is right), and on a
+    failure its C++ side prints the whole TorchScript graph to the process's stdout (861 lines
+    for one user block). Nothing of it reaches the terminal: what it printed is kept on the
+    exception as ``exporter_log``, which a user error's detail shows under ``--verbose``."""
     buf = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad():
-        # the exporter's deprecation notice and tracer warnings about Python ints taken from
-        # shapes are expected here; the parity check, not a warning, says whether it is right
+    with quiet() as log, warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model, (x,), buf, dynamo=False, opset_version=spec.opset, do_constant_folding=True,
-            input_names=[INPUT], output_names=[OUTPUT], dynamic_axes=spec.dynamic_axes(layout),
-        )
+        try:
+            torch.onnx.export(module, (x,), buf, dynamo=False, **options)
+        except Exception as e:
+            e.exporter_log = log  # type: ignore[attr-defined]  # filled in as quiet() ends
+            raise
     return buf.getvalue()
+
+
+@dataclass
+class Captured:
+    """What ``quiet`` caught: ``text`` is filled in once its block has ended."""
+
+    text: str = ""
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[Captured]:
+    """File descriptors 1 and 2 (where C++ code prints) and sys.stdout/stderr sent to a temporary
+    file for the block; what arrived there is the yielded object's ``text`` afterwards."""
+    log, python_side = Captured(), io.StringIO()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    with tempfile.TemporaryFile() as sink:
+        saved = [os.dup(1), os.dup(2)]
+        try:
+            os.dup2(sink.fileno(), 1)
+            os.dup2(sink.fileno(), 2)
+            with contextlib.redirect_stdout(python_side), contextlib.redirect_stderr(python_side):
+                yield log
+        finally:
+            for fd, copy_of in zip((1, 2), saved):
+                os.dup2(copy_of, fd)
+                os.close(copy_of)
+            sink.seek(0)
+            log.text = sink.read().decode(errors="replace") + python_side.getvalue()
 
 
 def fused(model: torch.nn.Module) -> torch.nn.Module:
