@@ -129,6 +129,11 @@ BAD_INVOCATIONS = [
     (["info", "--model", "yolo11q"], "unknown model"),
     (["info", "--model", "yolo12n-nope"], "unknown model"),
     (["parity", "--model", "yolov8n", "--against", "m.onnx"], "output0 is"),
+    # verify (the fork's code runs only once these pass)
+    (["verify", "--model", "yolov5n", "--fork", "bad"], "needs --weights"),
+    (["verify", "--weights", "missing.pt", "--fork", "bad"], "not found"),
+    (["verify", "--weights", "missing.pt", "--fork", "bad", "--images", "0"], "--images"),
+    (["ship", "--model", "yolov5n", "--precision", "fp32", "--fork", "bad"], "needs --weights"),
     # lint
     (["lint", "missing.onnx"], "not found"),
     (["lint", "empty.onnx"], "empty"),
@@ -144,6 +149,7 @@ BAD_INVOCATIONS = [
     (["parity", "--model", "yolov5n", "--against", "m.onnx", "--data", "bad", "--per-block"], "no usable image"),
     (["parity", "--model", "yolov5n", "--against", "m.onnx", "--data", "bad", "--report", "rep"], "no usable image"),
     (["parity", "--model", "yolov5n", "--against", "m.onnx", "--data", "noimages"], "no images"),
+    (["parity", "--model", "yolov5n", "--against", "m.onnx"], "no detections on either side of 8 images"),
     (["parity", "--model", "yolov5n", "--against", "m.onnx", "--data", "missing"], "not found"),
     (["parity", "--model", "yolov5n", "--against", "m.onnx", "--max-images", "0"], "--max-images"),
     (["parity", "--model", "yolov5n", "--against", "m.onnx", "--min-agreement", "2"], "--min-agreement"),
@@ -220,15 +226,21 @@ def test_bad_invocation(box: Path, args: list[str], needle: str) -> None:
 
 
 def test_fewer_usable_images_than_asked_is_said(box: Path) -> None:
-    """Two readable images among five: compared, and the counts say so."""
+    """Two readable images among five: compared, and the counts say so (the demo model, which
+    detects the shapes on them: a gate needs detections to compare)."""
     import json
 
     import cv2
-    import numpy as np
+
+    from attn_deploy.train.shapes import ShapesSpec, make_image
 
     for i in range(2):
-        cv2.imwrite(str(box / "bad" / f"ok{i}.png"), np.full((48, 64, 3), 60 * i, np.uint8))
-    r = CliRunner().invoke(main, ["parity", "--model", "yolov5n", "--against", str(box / "m.onnx"),
+        cv2.imwrite(str(box / "bad" / f"ok{i}.png"), make_image(ShapesSpec(), "val", i)[0])
+    demo = Path(__file__).resolve().parent.parent / "demo" / "yolov5n-ca-shapes.pt"
+    onnx_path = box / "demo.onnx"
+    assert CliRunner().invoke(main, ["export", "--weights", str(demo), "--imgsz", "192", "--no-check",
+                                     "-o", str(onnx_path)]).exit_code == 0
+    r = CliRunner().invoke(main, ["parity", "--weights", str(demo), "--against", str(onnx_path),
                                   "--data", str(box / "bad"), "--json"])
     doc = json.loads(r.stdout)
     assert doc["images"] == 2 and doc["images_requested"] == 5 and doc["images_skipped"] == 3

@@ -178,7 +178,7 @@ BAD_BLOCKS = {  # the block's forward, and what the check says
     "a fixed size": ("nn.functional.adaptive_avg_pool2d(x, (4, 4))", "does not follow its input's"),
     "an upsampling adaptive pool": ("nn.functional.adaptive_avg_pool2d(x, (x.shape[2] * 2, x.shape[3] * 2))",
                                     "cannot export adaptive pooling (since output_size is not constant); "
-                                    "the usual rewrite: pool with"),
+                                    "the usual rewrite: attn_deploy.ops.adaptive_avg_pool2d(x, size)"),
     "wrong declared channels": ("x[:, : x.shape[1] // 2]", "declared 32 channels"),
     "an op TensorRT cannot parse": ("x * torch.det(x[:, :1, :2, :2]).reshape(-1, 1, 1, 1)", "(Det): not supported"),
 }
@@ -218,12 +218,39 @@ def test_export_names_the_user_block_in_lint_findings_and_exporter_failures(tmp_
         assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
+def test_an_exporter_failure_prints_nothing_but_the_line(tmp_path: Path) -> None:
+    """The installed command in a real process: the exporter's C++ side prints the whole
+    TorchScript graph to the process's stdout on a failure; none of it reaches the terminal,
+    and --verbose shows it on stderr, above the line."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from attn_deploy.models.zoo import YOLOV5, insert_row
+
+    f = tmp_path / "Up.py"
+    f.write_text(keep_block("Up", "nn.functional.adaptive_avg_pool2d(nn.functional.adaptive_avg_pool2d(x, (5, 5)), "
+                                  "(x.shape[2], x.shape[3]))"))
+    cfg = tmp_path / "up.yaml"
+    cfg.write_text(yaml.safe_dump(insert_row(copy.deepcopy(YOLOV5), 10, [-1, 1, "Up", []])))
+    command = [sys.executable, "-c", "from attn_deploy.cli import run; run()"]
+    args = ["export", "--cfg", cfg.name, "--blocks", f.name, "--imgsz", "224", "-o", "up.onnx"]
+    r = subprocess.run([*command, *args], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert r.returncode == 2 and r.stdout == "", r.stdout[:300]
+    assert r.stderr.count("\n") == 1 and "layer 10 (Up, from Up.py)" in r.stderr
+    assert "attn_deploy.ops.adaptive_avg_pool2d" in r.stderr
+    r = subprocess.run([*command, "--verbose", *args], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert r.returncode == 2 and r.stdout == "" and "Torch IR graph at exception" in r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("attn-deploy: error: layer 10 (Up")
+
+
 def test_export_failure_names_op_and_rewrite() -> None:
     e = RuntimeError("Unsupported: ONNX export of operator adaptive_avg_pool2d, output size that are not factor "
                      "of input size. Please feel free to request support")
     text = export_failure("layer 5 (Up, from x.py)", e)
     assert text.startswith("layer 5 (Up, from x.py): the ONNX exporter cannot export adaptive_avg_pool2d")
-    assert "AvgPool2d" in text and "Please" not in text
+    assert "attn_deploy.ops.adaptive_avg_pool2d(x, size): exact at any size" in text and "Please" not in text
 
 
 # ---- bad block files: one line naming the file and the block ------------------------------
@@ -360,3 +387,28 @@ def test_a_dill_fork_with_its_module_globals_loads_and_matches_the_fork(
     assert r.exit_code == 0, r.stderr
     assert json.loads(r.stdout)["parity"]["passed"]
     assert "import machinery of models.extra.fasternet (ModuleSpec, SourceFileLoader)" in r.stderr  # whole, on one line
+
+
+def test_mlca_ported_with_the_drop_ins_equals_the_forks_and_exports(tmp_path: Path) -> None:
+    """The README's example: the forks' MLCA pools up from 5x5 to HxW, which the exporter refuses;
+    the block file's port (attn_deploy.ops) equals the fork's model and exports with dynamic H, W."""
+    import yolov5_standin as y5
+    from attn_deploy.models.zoo import insert_row
+    from test_checkpoint import fork_cfg
+
+    mlca = Path(__file__).resolve().parent.parent / "examples" / "blocks" / "mlca.py"
+    with y5.installed():
+        standin = y5.randomize(y5.DetectionModel(insert_row(fork_cfg(None), 9, [-1, 1, "MLCA", [1024]])))
+        torch.save(y5.training_checkpoint(standin), tmp_path / "best.pt")
+    net = load_model(weights=tmp_path / "best.pt", blocks=[mlca])
+    for h, w in ((160, 224), (288, 96)):  # 5x7 and 9x3 at stride 32: not multiples of 5
+        x = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(h))
+        with torch.no_grad():
+            got = net(x)
+        ref = _reference(standin, x)
+        torch.testing.assert_close(got[..., :4], ref[..., :4], rtol=0, atol=1e-3)
+        torch.testing.assert_close(got[..., 4:], ref[..., 4:], rtol=0, atol=1e-5)
+    r = CliRunner().invoke(main, ["export", "--weights", str(tmp_path / "best.pt"), "--blocks", str(mlca),
+                                  "--imgsz", "224", "--dynamic", "-o", str(tmp_path / "mlca.onnx"), "--json"])
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["parity"]["passed"]

@@ -11,9 +11,7 @@ and the usual rewrite, not the exporter's traceback.
 
 from __future__ import annotations
 
-import io
 import re
-import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,18 +20,23 @@ from torch import nn
 
 from attn_deploy.blocks import UserBlock, find_block
 from attn_deploy.errors import UserError, one_line
+from attn_deploy.exporter.torch2onnx import export_legacy
 from attn_deploy.models.rows import LayerWatch
 
-# (the exporter's words, the op, the usual rewrite)
+# (the exporter's words, the op, the usual rewrite): attn_deploy.ops has an exact drop-in for most
 REWRITES: list[tuple[re.Pattern[str], str]] = [
-    (re.compile(r"adaptive"), "pool with fixed kernels (AvgPool2d with kernel = stride = "
-     "input/output size), or take the mean over H and W for a 1x1 output"),
-    (re.compile(r"upsample|interpolate|resize", re.I), "use nn.Upsample or F.interpolate with scale_factor, not a "
-     "size computed from the input"),
+    (re.compile(r"adaptive_max"), "attn_deploy.ops.adaptive_max_pool2d(x, size): exact at any size, up or down"),
+    (re.compile(r"adaptive"), "attn_deploy.ops.adaptive_avg_pool2d(x, size): exact at any size, up or down"),
+    (re.compile(r"upsample|interpolate|resize", re.I), "attn_deploy.ops.interpolate(x, y.shape[-2:], mode), or a "
+     "fixed scale_factor"),
+    (re.compile(r"scaled_dot_product|flash|attention", re.I), "attn_deploy.ops.scaled_dot_product_attention (or "
+     "ops.flash_attn_func): softmax(QK^T)V written out"),
+    (re.compile(r"einsum"), "attn_deploy.ops.einsum(equation, a, b): a permutation and one MatMul"),
+    (re.compile(r"roll"), "attn_deploy.ops.roll(x, shifts, dims): two slices concatenated"),
+    (re.compile(r"unfold|im2col|col2im"), "attn_deploy.ops.unfold(x, kernel_size, ...): a grouped convolution"),
     (re.compile(r"linalg|inverse|svd|eig|cholesky|det\b"), "linear algebra has no ONNX op: precompute it, or "
      "rewrite with matmuls"),
     (re.compile(r"diag|eye"), "build the mask with arange and a comparison"),
-    (re.compile(r"unfold|im2col|col2im"), "slice and concatenate the windows, or use a convolution"),
 ]
 GENERIC = "rewrite it with standard tensor ops (TensorRT's support table: 'attn-deploy lint')"
 SIZES = ((2, 3), (3, 2))  # in multiples of the largest stride: two sizes, neither square
@@ -121,12 +124,16 @@ def explain_export_failure(net: nn.Module, inputs: dict[int, tuple[int, ...]], e
     layers = user_layers(net)
     for i, shape in inputs.items():
         try:
-            with warnings.catch_warnings(), torch.no_grad():
-                warnings.simplefilter("ignore")
-                torch.onnx.export(net.model[i], (torch.zeros(shape),), io.BytesIO(), dynamo=False, opset_version=17)
+            export_legacy(net.model[i], torch.zeros(shape), opset_version=17)
         except Exception as alone:  # noqa: BLE001 - this one is the culprit
-            return UserError(export_failure(_label(i, layers[i]), alone))
+            return UserError(export_failure(_label(i, layers[i]), alone), detail=exporter_log(alone))
     return None
+
+
+def exporter_log(e: BaseException) -> str | None:
+    """What the exporter printed before it raised ``e`` (``torch2onnx.export_legacy``), for --verbose."""
+    log = getattr(e, "exporter_log", None)
+    return f"{type(e).__name__}: {e}\n{log.text}" if log is not None else None
 
 
 def _check_shapes(where: str, seen: list[tuple[tuple[int, ...], tuple[int, ...]]], channels: int) -> list[str]:
@@ -172,21 +179,18 @@ def check_block(entry: UserBlock, opset: int = 17) -> BlockCheck:
     except Exception as e:  # noqa: BLE001
         result.problem = f"forward failed: {type(e).__name__}: {one_line(str(e), 100)}"
         return result
-    buf = io.BytesIO()
     try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(module, (inputs[0],), buf, dynamo=False, opset_version=opset, input_names=["x"],
-                              output_names=["y"], dynamic_axes={"x": {2: "h", 3: "w"}, "y": {2: "h2", 3: "w2"}})
+        graph = export_legacy(module, inputs[0], opset_version=opset, input_names=["x"], output_names=["y"],
+                              dynamic_axes={"x": {2: "h", 3: "w"}, "y": {2: "h2", 3: "w2"}})
     except Exception as e:  # noqa: BLE001 - the exporter's many failures, translated
         result.problem = export_failure("export", e).removeprefix("export: ")
         return result
-    proto = onnx.load_from_string(buf.getvalue())
+    proto = onnx.load_from_string(graph)
     for node in proto.graph.node:
         result.ops[node.op_type] = result.ops.get(node.op_type, 0) + 1
     result.lint = [f"{f.node} ({f.op}): {f.reason}" for f in lint_onnx(proto).findings]
     try:
-        session = ort.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
         got = session.run(None, {"x": inputs[1].numpy()})[0]
     except Exception as e:  # noqa: BLE001 - ONNX Runtime refusing the graph is a finding
         result.problem = f"ONNX Runtime cannot run its graph: {one_line(str(e), 100)}"
@@ -199,8 +203,20 @@ def check_block(entry: UserBlock, opset: int = 17) -> BlockCheck:
     scale = float(np.abs(want).max()) if want.size else 0.0
     if result.max_error > 1e-4 * max(1.0, scale):
         result.problem = (f"its ONNX graph differs from PyTorch at the second size by {result.max_error:.3g} "
-                          "(exported at one size, wrong at another)")
+                          f"(exported at one size, wrong at another{_frozen_size_hint(entry.cls)})")
     return result
+
+
+def _frozen_size_hint(cls: type) -> str:
+    """Where the block's source calls an op that freezes sizes at export: the drop-in to use."""
+    import inspect
+
+    try:
+        source = inspect.getsource(cls)
+    except (OSError, TypeError):
+        return ""
+    found = [fix for pattern, fix in REWRITES[:3] if pattern.search(source)]  # pooling, resizing
+    return f"; use {found[0]}" if found else ""
 
 
 def name_lint_findings(net: nn.Module, findings: list[Any]) -> None:

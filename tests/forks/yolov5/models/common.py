@@ -1,6 +1,9 @@
 """yolov5 v7.0's building blocks, and the attention classes the v7.0 tutorials paste in."""
 
+import math
+
 import torch
+import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
 
@@ -175,3 +178,33 @@ class CoordAtt(nn.Module):  # the paper's coordatt.py, pools as modules
         a_h = self.conv_h(x_h).sigmoid()
         a_w = self.conv_w(x_w.permute(0, 1, 3, 2)).sigmoid()
         return identity * a_w * a_h
+
+
+class MLCA(nn.Module):  # Mixed Local Channel Attention as the forks write it: adaptive pools, up to H x W
+    def __init__(self, in_size, local_size=5, gamma=2, b=1, local_weight=0.5):
+        super().__init__()
+        self.local_size, self.gamma, self.b = local_size, gamma, b
+        t = int(abs(math.log(in_size, 2) + self.b) / self.gamma)
+        k = t if t % 2 else t + 1
+        self.conv = nn.Conv1d(1, 1, kernel_size=k, padding=(k - 1) // 2, bias=False)
+        self.conv_local = nn.Conv1d(1, 1, kernel_size=k, padding=(k - 1) // 2, bias=False)
+        self.local_weight = local_weight
+        self.local_arv_pool = nn.AdaptiveAvgPool2d(local_size)
+        self.global_arv_pool = nn.AdaptiveAvgPool2d(1)
+
+    def forward(self, x):
+        local_arv = self.local_arv_pool(x)
+        global_arv = self.global_arv_pool(local_arv)
+        b, c, m, n = x.shape
+        b_local, c_local, m_local, n_local = local_arv.shape
+        temp_local = local_arv.view(b, c_local, -1).transpose(-1, -2).reshape(b, 1, -1)
+        temp_global = global_arv.view(b, c, -1).transpose(-1, -2)
+        y_local = self.conv_local(temp_local)
+        y_global = self.conv(temp_global)
+        y_local_transpose = y_local.reshape(b, self.local_size * self.local_size, c).transpose(-1, -2).view(
+            b, c, self.local_size, self.local_size)
+        y_global_transpose = y_global.view(b, -1).transpose(-1, -2).unsqueeze(-1)
+        att_local = y_local_transpose.sigmoid()
+        att_global = F.adaptive_avg_pool2d(y_global_transpose.sigmoid(), [self.local_size, self.local_size])
+        att_all = F.adaptive_avg_pool2d(att_global * (1 - self.local_weight) + (att_local * self.local_weight), [m, n])
+        return x * att_all
