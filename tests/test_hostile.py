@@ -190,6 +190,7 @@ BAD_INVOCATIONS = [
     (["bench", "yolov5n", "--iterations", "0"], "--iterations"),
     (["bench", "yolov5n", "--batch", "0"], "--batch"),
     (["bench", "yolov5n", "--duration", "0"], "--duration"),
+    (["bench", "yolov5n", "--iterations", "5", "--duration", "2"], "--iterations and --duration both"),
     (["bench", "yolov5n", "--imgsz", "100000"], "4096"),
     (["bench", "yolov5n", "--batch", "1000", "--imgsz", "4096"], "smaller batch"),
     (["bench", "yolov5q-zz"], "unknown model"),

@@ -58,6 +58,9 @@ def build(
         console().print(build_table(result))
 
 
+DURATION = 3.0  # seconds of timing per target when neither --duration nor --iterations is given
+
+
 @main.command()
 @click.argument("targets", nargs=-1, required=True)
 @click.option("--backend", type=click.Choice(["torch", "ort", "trt"]), help="Default: torch for a model, ort for .onnx, trt for an engine.")
@@ -66,8 +69,8 @@ def build(
 @click.option("--imgsz", type=ImageSize(), help="Input size (a static ONNX fixes it; default 640).")
 @click.option("--warmup", type=click.FloatRange(0.0, 3600.0), default=1.0, show_default=True, help="Seconds of warm-up per target.")
 @click.option("--iterations", type=click.IntRange(1, 10_000_000), help="Timed batches per target (instead of --duration).")
-@click.option("--duration", type=click.FloatRange(0.0, 86_400.0, min_open=True), default=3.0, show_default=True,
-              help="Seconds of timing per target.")
+@click.option("--duration", type=click.FloatRange(0.0, 86_400.0, min_open=True),
+              help="Seconds of timing per target (default 3; not with --iterations).")
 @click.option("--cuda-graph", is_flag=True, help="PyTorch on a GPU: replay the forward as a CUDA graph.")
 @click.option("--compare", is_flag=True, help="Several TARGET[@BACKEND[:PRECISION]] interleaved in one run; ratios to the first.")
 @click.option("-o", "--output", default="bench", show_default=True, help="With --compare: writes OUTPUT.json and OUTPUT.png.")
@@ -80,12 +83,15 @@ def build(
 @json_option
 def bench(
     targets: tuple[str, ...], backend: str | None, precision: str | None, batch: int, imgsz: tuple[int, int] | None,
-    warmup: float, iterations: int | None, duration: float, cuda_graph: bool, compare: bool, output: str,
+    warmup: float, iterations: int | None, duration: float | None, cuda_graph: bool, compare: bool, output: str,
     triton_url: str | None, protocol: str, concurrency: int, image_file: str | None, report_dir: str | None, as_json: bool,
 ) -> None:
     """Latency and throughput of a model name, an ONNX file or an engine (trtexec's statistics),
     or of a model on a Triton server (--triton), at a given concurrency."""
     check_report(report_dir)
+    if iterations is not None and duration is not None:
+        raise click.UsageError("--iterations and --duration both say when to stop: give one")
+    duration = DURATION if duration is None else duration
     if triton_url is not None:
         _bench_triton(targets, triton_url, protocol, concurrency, batch, imgsz, image_file, warmup, iterations,
                       duration, as_json)
