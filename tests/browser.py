@@ -19,9 +19,9 @@ def why_no_browser() -> str | None:
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:
-        return "playwright is not installed (pip install -e '.[dev]')"
+        return "playwright is not installed (tests/run.sh installs it: pip install -e '.[dev]')"
     if not Path(CHROMIUM).is_file():
-        return "Debian's chromium is not installed (.ci/run installs it with apt-get as root)"
+        return "Debian's chromium is not installed (tests/run.sh installs it with apt-get when run as root)"
     return None
 
 

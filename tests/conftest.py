@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -11,9 +12,11 @@ import torch
 
 def _reason(marker: str) -> str | None:
     if marker == "needs_cuda" and not torch.cuda.is_available():
-        return "needs an NVIDIA GPU and a CUDA build of torch; CI and dev machines have neither"
+        return ("needs an NVIDIA GPU and a CUDA build of torch (pip install torch from the CUDA index on a GPU "
+                "machine); CI and dev machines have neither")
     if marker == "needs_trt" and importlib.util.find_spec("tensorrt") is None:
-        return "needs TensorRT, which cannot be installed here (NVIDIA's package index is unreachable)"
+        return ("needs TensorRT (pip install tensorrt from NVIDIA's index, on a GPU machine), which cannot be "
+                "installed here: that index is unreachable")
     return None
 
 
@@ -22,6 +25,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for marker in ("needs_cuda", "needs_trt"):
             if item.get_closest_marker(marker) and (reason := _reason(marker)):
                 item.add_marker(pytest.mark.skip(reason=reason))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist, each worker takes its share of the cores (torch would take them all)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
 
 
 @pytest.fixture(autouse=True)

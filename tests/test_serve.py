@@ -142,9 +142,11 @@ def _server_reason() -> str | None:
     from attn_deploy.serve.local import pytriton_root
 
     if pytriton_root() is None:
-        return "needs NVIDIA's nvidia-pytriton wheel (its tritonserver binary); .ci/run installs it"
+        return ("needs NVIDIA's nvidia-pytriton wheel (its tritonserver binary): "
+                "pip install --no-deps nvidia-pytriton==0.7.0, as tests/run.sh does")
     if not (ENV / "bin" / "python").is_file():
-        return f"needs the python backend's execution environment at {ENV} (.ci/run makes it; ATTN_DEPLOY_TRITON_ENV)"
+        return (f"needs the python backend's execution environment at {ENV} "
+                "(tests/run.sh makes it; ATTN_DEPLOY_TRITON_ENV names another)")
     return None
 
 

@@ -163,9 +163,9 @@ def _fake_build(onnx_path: Any, output: Any, opts: Any) -> Any:
     return BuildResult(out, side)
 
 
-def test_with_tensorrt_the_engine_is_built_and_judged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_with_tensorrt_the_engine_is_built_and_judged(shapes: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The build branch on the CPU: build_engine and the engine's runner stood in for (the real
-    ones: test_trt_doubles.py and the needs_trt test below); dynamic fp32, no data."""
+    ones: test_trt_doubles.py and the needs_trt test below); the demo, dynamic fp32."""
     from attn_deploy.engines import OnnxrtRunner
 
     seen: list[str] = []
@@ -173,13 +173,14 @@ def test_with_tensorrt_the_engine_is_built_and_judged(tmp_path: Path, monkeypatc
     monkeypatch.setattr("attn_deploy.engines.build.build_engine", _fake_build)
     monkeypatch.setattr("attn_deploy.engines.runner_for", lambda p: seen.append(Path(p).name) or OnnxrtRunner(p))
     out = tmp_path / "trt"
-    r = ship("--model", "yolov5n", "--imgsz", "64", "--precision", "fp32", "--dynamic", "--max-images", "2", "-o", str(out))
+    r = ship("--weights", str(DEMO), "--data", str(shapes), "--imgsz", "320", "--precision", "fp32", "--dynamic",
+             "--max-images", "2", "-o", str(out))
     assert r.exit_code == 0, r.stderr
-    assert r.stderr == "" and seen == ["yolov5n.engine"]
+    assert r.stderr == "" and seen == [f"{NAME}.engine"]
     doc = summary(out)
     assert doc["status"] == {"verify": "skipped", "export": "pass", "calib": "skipped", "build": "pass", "parity": "pass", "report": "pass"}
-    assert doc["deployable"] == "yolov5n.engine" and doc["tensorrt"] == "10.13.0"
-    assert {"yolov5n.engine", "yolov5n.engine.json"} <= set(doc["artefacts"])
+    assert doc["deployable"] == f"{NAME}.engine" and doc["tensorrt"] == "10.13.0"
+    assert {f"{NAME}.engine", f"{NAME}.engine.json"} <= set(doc["artefacts"])
 
 
 def test_anchor_free_family_ships_the_same_way(shapes: Path, tmp_path: Path, no_trt: None) -> None:

@@ -26,7 +26,7 @@ os.environ.setdefault("YOLO_CONFIG_DIR", tempfile.mkdtemp(prefix="ultralytics-se
 os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("YOLO_VERBOSE", "False")
 pytest.importorskip("ultralytics", reason="the reference implementation: pip install --no-deps ultralytics==8.4.190 "
-                    "torchvision==0.28.0 and its light dependencies (see .ci/run)")
+                    "torchvision==0.28.0 and its light dependencies, as tests/run.sh does")
 
 from ultralytics import YOLO
 from ultralytics.cfg import get_cfg

@@ -195,13 +195,15 @@ def test_blocks_verb_finds_what_would_export_wrong(tmp_path: Path, case: str) ->
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def test_export_names_the_user_block_in_lint_findings_and_exporter_failures(tmp_path: Path) -> None:
+def test_export_names_the_user_block_in_lint_findings_and_exporter_failures(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """In a model: a lint finding inside a user block names it; an op the exporter cannot
     export at all is one line naming the block, the op and the rewrite (exit 2)."""
     import yaml
 
     from attn_deploy.models.zoo import YOLOV5, insert_row
 
+    monkeypatch.chdir(tmp_path)  # short names in the one line, wherever the temporary folder is
     for name, body, code, needle in (
         ("Dets", "x * torch.det(x[:, :1, :2, :2]).reshape(-1, 1, 1, 1)", 1, "(Det): layer 10 (Dets, from"),
         ("Up", "nn.functional.adaptive_avg_pool2d(x, (x.shape[2] * 2, x.shape[3] * 2))[:, :, ::2, ::2]", 2,
@@ -212,8 +214,8 @@ def test_export_names_the_user_block_in_lint_findings_and_exporter_failures(tmp_
         f.write_text(keep_block(name, body))
         cfg = tmp_path / f"{name}.yaml"
         cfg.write_text(yaml.safe_dump(insert_row(copy.deepcopy(YOLOV5), 10, [-1, 1, name, []])))
-        r = CliRunner().invoke(main, ["export", "--cfg", str(cfg), "--blocks", str(f), "--imgsz", "64",
-                                      "-o", str(tmp_path / f"{name}.onnx")])
+        r = CliRunner().invoke(main, ["export", "--cfg", cfg.name, "--blocks", f.name, "--imgsz", "64",
+                                      "-o", f"{name}.onnx"])
         assert r.exit_code == code and needle in r.stderr, (name, r.stderr)
         assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
 

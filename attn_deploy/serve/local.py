@@ -80,7 +80,7 @@ class LocalTriton:
         cmd = [str(self.root / "tritonserver" / "bin" / "tritonserver"), f"--model-repository={self.repository.resolve()}",
                f"--backend-directory={self._backends()}", f"--http-port={self.ports['http']}",
                f"--grpc-port={self.ports['grpc']}", f"--metrics-port={self.ports['metrics']}", "--allow-metrics=true",
-               "--exit-on-error=true"]
+               "--exit-on-error=true", "--exit-timeout-secs=5"]  # its default waits 30 s for unloads
         with self._log.open("wb") as log:
             self._proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)  # noqa: S603
         self._wait_ready()
