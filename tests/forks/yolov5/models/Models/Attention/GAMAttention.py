@@ -1,6 +1,5 @@
 """GAM as YOLOAir writes it: grouped, shuffled, no channel sigmoid."""
 
-import torch
 from torch import nn
 
 

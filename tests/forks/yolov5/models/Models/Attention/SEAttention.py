@@ -1,6 +1,5 @@
 """YOLOAir / External-Attention: fc.0, fc.2 (channel, *args)."""
 
-import torch
 from torch import nn
 
 

@@ -1,6 +1,5 @@
 """SimAM, YOLOAir passing the yaml channel count as lambda."""
 
-import torch
 from torch import nn
 
 
