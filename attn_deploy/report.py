@@ -204,12 +204,19 @@ def calib_table(result: CalibResult) -> Table:
             t.add_row(f"  trial: first {len(kept)} kept out ({result.search_images} images)", "", "", "", f"{d:.2f}")
     row(f"{result.precision.upper()} final" + (f", kept: {', '.join(result.kept)}" if result.kept else ""), result.final)
     unit = "mAP50-95 points" if labelled else "disagreement %"
-    verdict = "[green]within[/green]" if result.passed else "[red]OVER[/red]"
+    verdict = "[green]within[/green]" if result.damage <= result.budget else "[red]OVER[/red]"
     t.add_row(f"budget {result.budget:g} ({unit})", "", "", "", verdict)
+    if result.coverage is not None:
+        share = f"{result.coverage.share:.1%}"
+        t.add_row(f"MACs in INT8 (--min-int8 {result.min_int8:.0%})", "", "", "",
+                  f"[green]{share}[/green]" if result.int8_enough else f"[red]{share}[/red]")
     notes = []
     if result.ranking:
         top = ", ".join(f"{e.layer} {e.module} {e.rel:.3f}" for e in result.ranking[:4])
         notes.append(f"layers by local INT8 error (per-block parity, naive graph): {top}, ...")
+    if result.coverage is not None and result.coverage.floating:
+        top = ", ".join(f"{k} {v:.1%}" for k, v in list(result.coverage.by_layer().items())[:5])
+        notes.append(f"in float (share of MACs): {top}")
     if result.stages:
         notes.append("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in result.stages.items()))
     t.caption = escape("\n".join(notes)) if notes else None

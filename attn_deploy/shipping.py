@@ -76,6 +76,7 @@ class ShipOptions:
     calib_images: int = 64
     method: str = "max"
     exclude: tuple[str, ...] = ("auto",)
+    min_int8: float = 0.8
     fork: str | Path | None = None
     python: str | None = None
 
@@ -264,13 +265,14 @@ def _calib(onnx: Path, result: ShipResult, step: Step, say: Say) -> Path:
 
     out = result.output / _onnx_name(result.model, opts)
     c = CalibOptions(opts.precision, opts.data, opts.calib_images, opts.method, opts.exclude, None,
-                     opts.max_map_drop, out)
+                     opts.max_map_drop, out, min_int8=opts.min_int8)
     r = calibrate(onnx, c, progress=say)
     result.calib = r
     unit = "mAP50-95 points" if r.reference.map50_95 is not None else "disagreement %"
     kept = f"; kept out of INT8: {', '.join(r.kept)}" if r.kept and opts.precision == "int8" else ""
-    _judge(step, r.passed, r.failures(), f"damage {r.damage:.2f} <= {r.budget:g} {unit}{kept}",
-           [r.output, r.output.with_suffix(".json"), r.chart, r.cache])
+    share = f"; {r.coverage.share:.1%} of MACs in INT8" if r.coverage is not None else ""
+    _judge(step, r.passed, r.failures(), f"damage {r.damage:.2f} <= {r.budget:g} {unit}{share}{kept}",
+           [f for f in (r.output, r.output.with_suffix(".json"), r.chart, r.cache) if f and Path(f).exists()])
     return r.output
 
 

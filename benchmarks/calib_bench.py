@@ -6,7 +6,7 @@ Not a test: times depend on the machine. For one float32 ONNX and one data.yaml,
 entropy calibration), the ranked search (the
 default ``auto``) and the measured search (the earlier ``auto``, every trial calibrated anew).
 Prints, per way: wall time and its ratio to ``none``, trials, the layers kept out of INT8,
-damage (mAP50-95 points, on the whole val split) and the stage times. Then, for the groups
+damage (mAP50-95 points, on the whole val split), the share of MACs in INT8 and the stage times. Then, for the groups
 the ranked search kept (one at a time and all together), the same graph made two ways,
 Q/DQ surgery on the naive graph and a new calibration with those nodes excluded, each scored
 on the whole val split: surgery is only a shortcut if the two agree.
@@ -83,11 +83,12 @@ def main() -> None:
             print(f"{name}: {results[name][1]:.0f} s", flush=True)
         base_s = results["none"][1]
         print(f"\n{args.onnx.name}, {args.data}, calibration {args.images} images, budget {args.budget:g}\n")
-        print("| search | time s | x none | trials | damage | kept out of INT8 | stages s |")
-        print("|---|---:|---:|---:|---:|---|---|")
+        print("| search | time s | x none | trials | damage | MACs in INT8 | kept out of INT8 | stages s |")
+        print("|---|---:|---:|---:|---:|---:|---|---|")
         for name, (r, s) in results.items():
             stages = ", ".join(f"{k} {v:.0f}" for k, v in r.stages.items() if k != "total")
-            print(f"| {name} | {s:.0f} | {s / base_s:.2f} | {r.trials} | {r.damage:.2f} | "
+            share = f"{r.coverage.share:.1%}" + ("" if r.int8_enough else " (below the floor: not written)")
+            print(f"| {name} | {s:.0f} | {s / base_s:.2f} | {r.trials} | {r.damage:.2f} | {share} | "
                   f"{', '.join(r.kept) or 'nothing'} | {stages} |")
         ranked = results["ranked"][0]
         if ranked.kept:

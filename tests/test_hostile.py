@@ -171,6 +171,8 @@ BAD_INVOCATIONS = [
     (["calib", "m.onnx", "--precision", "int4", "--data", "bad"], "--precision"),
     (["calib", "m.onnx", "--precision", "int8", "--images", "0"], "--images"),
     (["calib", "m.onnx", "--precision", "int8", "--max-map-drop", "-1"], "--max-map-drop"),
+    (["calib", "m.onnx", "--precision", "int8", "--min-int8", "1.5"], "--min-int8"),
+    (["ship", "--model", "yolov5n", "--precision", "int8", "--min-int8", "-0.1"], "--min-int8"),
     (["calib", "m.onnx", "--precision", "int8", "--data", "bad", "-o", "/proc/x.onnx"], "cannot write"),
     (["calib", "m.onnx", "--precision", "int8", "--data", "bad", "-o", "m.onnx"], "the input itself"),
     (["calib", "m.onnx", "--precision", "int8", "--data", "bad", "--cache", "/proc/x.cache"], "cannot write"),

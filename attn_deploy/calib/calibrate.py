@@ -27,10 +27,11 @@ from typing import Any
 import onnx
 
 from attn_deploy import layouts
+from attn_deploy.calib.coverage import Coverage, coverage, macs_out, node_macs
 from attn_deploy.calib.evaluate import Evaluator, Score, calibration_images
 from attn_deploy.calib.groups import Group, candidate_groups, compile_patterns, layer_nodes, nodes_matching
 from attn_deploy.calib.rank import LayerError
-from attn_deploy.calib.search import Decision, Sensitivity, choose, prune, shortest_prefix
+from attn_deploy.calib.search import Decision, Sensitivity, choose, fewest_macs_out, prune, shortest_prefix
 from attn_deploy.calib.surgery import keep_out
 from attn_deploy.errors import UserError
 from attn_deploy.exporter.layers import LayerRow, find_boundaries
@@ -39,6 +40,7 @@ from attn_deploy.onnxfile import read_onnx
 from attn_deploy.sidecar import read_sidecar
 
 Progress = Callable[[str], None]
+PRUNE_TRIALS = 4  # trials the ranked search may spend dropping kept layers the budget does not need
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,7 @@ class CalibOptions:
     search_images: int | None = None
     search: str = "ranked"  # or "measured", the earlier search (every trial calibrated anew)
     rank_images: int = 8  # calibration images that per-block parity ranks the layers on
-    time_factor: float = 3.0  # the ranked search refines while under this many times the naive run
+    min_int8: float = 0.8  # INT8: the share of the model's MACs that must run in INT8 (coverage.py)
 
 
 @dataclass
@@ -93,16 +95,28 @@ class CalibResult:
     search_images: int | None = None
     stages: dict[str, float] = field(default_factory=dict)  # seconds per stage
     trials: int = 0  # graphs scored besides the float32 reference and the naive graph
+    coverage: Coverage | None = None  # INT8: the share of MACs in INT8 (None for FP16)
+    min_int8: float = 0.0
+
+    @property
+    def int8_enough(self) -> bool:
+        """Whether an INT8 graph is INT8 enough to be called so (always for FP16)."""
+        return self.coverage is None or self.coverage.share >= self.min_int8
 
     @property
     def passed(self) -> bool:
-        return self.damage <= self.budget and self.lint_passed
+        return self.damage <= self.budget and self.lint_passed and self.int8_enough
 
     def __bool__(self) -> bool:
         return self.passed
 
     def failures(self) -> list[str]:
         out = [] if self.damage <= self.budget else [f"damage {self.damage:.2f} > budget {self.budget:g}"]
+        if not self.int8_enough and self.coverage is not None:
+            layers = f"{len(self.kept)} of {len(self.ranking)} ranked layers" if self.ranking else f"{len(self.kept)} group(s)"
+            out.append(f"keeping {layers} out of INT8 leaves {self.coverage.share:.0%} of the MACs in INT8 "
+                       f"(--min-int8 {self.min_int8:.0%}): not an INT8 model, nothing written; try --qat, more "
+                       "calibration images or a wider --max-map-drop")
         return out + ([] if self.lint_passed else ["the output fails lint"])
 
     def to_dict(self) -> dict[str, Any]:
@@ -119,6 +133,7 @@ class CalibResult:
             "chart": str(self.chart) if self.chart else None, "cache": str(self.cache) if self.cache else None,
             "search": self.search, "search_images": self.search_images, "trials": self.trials,
             "ranking": [e.to_dict() for e in self.ranking], "stages": {k: round(v, 2) for k, v in self.stages.items()},
+            "coverage": self.coverage.to_dict() if self.coverage is not None else None, "min_int8": self.min_int8,
         }
 
 
@@ -227,9 +242,22 @@ class Stages:
 
 def _int8(src: Path, model: onnx.ModelProto, sidecar: dict[str, Any] | None, images: Any, ev: Evaluator,
           opts: CalibOptions, base: dict[str, Any], progress: Progress, stages: Stages) -> tuple[bytes, CalibResult]:
-    from attn_deploy.calib.int8 import quantize_int8, require_ort_for_int8
+    from attn_deploy.calib.int8 import require_ort_for_int8
 
     require_ort_for_int8()
+    if not 0 <= opts.min_int8 <= 1:
+        raise UserError(f"--min-int8 {opts.min_int8:g}: a share of the MACs, from 0 to 1")
+    macs = node_macs(model)
+    data, result = _int8_graph(src, model, sidecar, images, ev, opts, base, progress, stages, macs)
+    result.coverage, result.min_int8 = coverage(onnx.load_from_string(data), macs), opts.min_int8
+    return data, result
+
+
+def _int8_graph(src: Path, model: onnx.ModelProto, sidecar: dict[str, Any] | None, images: Any, ev: Evaluator,
+                opts: CalibOptions, base: dict[str, Any], progress: Progress, stages: Stages,
+                macs: dict[str, int]) -> tuple[bytes, CalibResult]:
+    from attn_deploy.calib.int8 import quantize_int8
+
     layers = (sidecar or {}).get("layers") or []
     if opts.exclude == ("auto",) and (opts.search == "measured" or not layers):
         return _measured(src, model, sidecar, images, ev, opts, base, progress)
@@ -249,12 +277,12 @@ def _int8(src: Path, model: onnx.ModelProto, sidecar: dict[str, Any] | None, ima
             result.final = ev.score(data)
         result.damage, result.kept = result.final.damage(base["reference"]), list(opts.exclude)
         return data, result
-    return _ranked(model, naive_model, naive_data, layers, images, ev, opts, result, stages)
+    return _ranked(model, naive_model, naive_data, layers, images, ev, opts, result, stages, macs)
 
 
 def _ranked(model: onnx.ModelProto, naive_model: onnx.ModelProto, naive_data: bytes, layers: list[dict[str, Any]],
             images: Any, ev: Evaluator, opts: CalibOptions, result: CalibResult,
-            stages: Stages) -> tuple[bytes, CalibResult]:
+            stages: Stages, macs: dict[str, int]) -> tuple[bytes, CalibResult]:
     """Rank every layer by per-block parity of the naive graph, keep the shortest prefix of that
     order whose subset score is within the budget, and score it on all validation images."""
     from attn_deploy.calib.rank import local_errors, ranking
@@ -271,13 +299,8 @@ def _ranked(model: onnx.ModelProto, naive_model: onnx.ModelProto, naive_data: by
     nodes = layer_nodes(model)
     by_name = {e.name: e.nodes(nodes.get(e.layer, [])) for e in result.ranking}
     order = [e.name for e in result.ranking if by_name[e.name]]
-    baseline = stages.elapsed()  # what --exclude none takes: images, float32, calibration, naive scoring
-    sub = ev
     count = opts.search_images if opts.search_images is not None else min(100, (ev.images + 1) // 2)
-    if count < ev.images:
-        with stages("reference", f"scoring float32 on the first {count} validation images"):
-            sub = ev.first(count)
-    result.search_images = sub.images
+    sub = ev.first(count) if count < ev.images else ev
     graphs: dict[tuple[str, ...], bytes] = {}
     scores: dict[tuple[int, tuple[str, ...]], Score] = {}
 
@@ -294,18 +317,29 @@ def _ranked(model: onnx.ModelProto, naive_model: onnx.ModelProto, naive_data: by
         return graphs[key]
 
     def measure(kept: list[str]) -> float:
-        with stages("trials", f"trial {len(trial_log) + 1} (of at most {most}): {len(kept)} layer(s) kept out of INT8, "
-                              f"scored on {sub.images} images"):
-            d = score(sub, kept).damage(sub.reference_score)
+        """The damage on the subset, paired with the float32 model's on the same images; a subset
+        that cannot tell (the budget within two standard errors) grows to twice its images."""
+        nonlocal sub
+        while True:
+            with stages("trials", f"trial {len(trial_log) + 1} (of at most {most}): {len(kept)} layer(s) kept out "
+                                  f"of INT8, scored on {sub.images} images"):
+                s = score(sub, kept)
+            d, error = s.damage(sub.reference_score), s.damage_error(sub.reference_score)
+            if abs(d - opts.max_map_drop) > 2 * error or sub.images >= ev.images:
+                break
+            sub = ev.first(min(ev.images, 2 * sub.images))
         trial_log.append(d)
         return d
 
     trial_log: list[float] = []
-    most = 2 * math.ceil(math.log2(max(len(order), 2))) + 1  # doubling, halving the gap (then pruning)
-    # refine (fewer layers) while the run, its final scoring included, stays within time_factor x the naive run's
-    more = lambda: stages.elapsed() + stages.seconds["naive"] < opts.time_factor * baseline
+    # doubling, halving the gap, then pruning at most PRUNE_TRIALS: a count, never the clock, so
+    # that the same command on the same files makes the same graph
+    most = 2 * math.ceil(math.log2(max(len(order), 2))) + 1 + PRUNE_TRIALS
+    more = lambda: len(trial_log) < most
     decision = prune(shortest_prefix(order, opts.max_map_drop, measure, more), opts.max_map_drop, measure, more)
+    decision = fewest_macs_out(decision, opts.max_map_drop, lambda kept: macs_out(macs, [n for g in kept for n in by_name[g]]))
     found = decision.within  # on the subset
+    result.search_images = sub.images
     for attempt in range(4):  # the chosen graph on all images; where the subset was optimistic, a longer prefix
         data = graph(decision.kept)
         with stages("final", f"scoring the chosen graph ({len(decision.kept)} layer(s) kept) on {ev.images} images"):
@@ -405,6 +439,8 @@ def _write(src: Path, data: bytes, result: CalibResult, sidecar: dict[str, Any] 
     from attn_deploy.files import sha256
 
     out = result.output
+    if not result.int8_enough:  # INT8 in name only: nothing is written under an INT8 name
+        return result
     with all_or_nothing() as written:  # the graph, its chart, cache and sidecar: all, or none left
         written.append(atomic_write(out, data))
         result.lint_passed = lint_onnx(out).passed

@@ -121,3 +121,17 @@ def prune(decision: Decision, budget: float, measure: Callable[[list[str]], floa
         if d <= budget:
             kept, damage = trial, d
     return Decision(kept, damage, True, trials)
+
+
+def fewest_macs_out(decision: Decision, budget: float, cost: Callable[[list[str]], int]) -> Decision:
+    """Among the measured sets within ``budget`` (``decision.trials``), the one that keeps the
+    fewest multiply-accumulates out of INT8 (``cost``); on a tie, fewer groups, then the earlier
+    trial. Coverage is what INT8 is for: a longer set of small layers can cost less than one
+    large layer."""
+    if not decision.within:
+        return decision
+    within = [(kept, d) for kept, d in decision.trials if d <= budget]
+    if not within:
+        return decision
+    kept, damage = min(within, key=lambda t: (cost(t[0]), len(t[0])))
+    return Decision(list(kept), damage, True, decision.trials)

@@ -32,11 +32,14 @@ from attn_deploy.cli.options import (
               help="Budget: mAP50-95 points (disagreement %% without labels).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Default FILE.int8.onnx / FILE.fp16.onnx.")
 @click.option("--cache", type=click.Path(dir_okay=False), help="INT8: also write a TensorRT calibration cache.")
+@click.option("--min-int8", type=click.FloatRange(0.0, 1.0), default=0.8, show_default=True,
+              help="INT8: the share of the model's multiply-accumulates that must run in INT8 (exit 1 below it).")
 @report_option
 @json_option
 def calib(
     onnx_file: str, precision: str, data: str | None, images: int, method: str, exclude: tuple[str, ...],
-    val: str | None, max_map_drop: float, output: str | None, cache: str | None, report_dir: str | None, as_json: bool,
+    val: str | None, max_map_drop: float, output: str | None, cache: str | None, min_int8: float,
+    report_dir: str | None, as_json: bool,
 ) -> None:
     """FP16 or INT8 (Q/DQ) ONNX from a float32 one, measured on validation images (exit 1 over budget)."""
     check_report(report_dir)
@@ -45,7 +48,7 @@ def calib(
 
     if len(exclude) > 1 and ("auto" in exclude or "none" in exclude):
         raise click.BadParameter("auto and none stand alone", param_hint="--exclude")
-    opts = CalibOptions(precision, data, images, method, exclude, val, max_map_drop, output, cache)
+    opts = CalibOptions(precision, data, images, method, exclude, val, max_map_drop, output, cache, min_int8=min_int8)
     with Spinner("calibrating") as status:
         result = calibrate(onnx_file, opts, progress=status)
     if as_json:
@@ -55,4 +58,5 @@ def calib(
     from attn_deploy.htmlreport.pages import calib_page
 
     write_report(report_dir, lambda: calib_page(result), result.to_dict())
-    gate(result.passed, "calibration outside the budget", result.failures())
+    gate(result.passed, "calibration outside the budget" if result.int8_enough else "not INT8 enough",
+         result.failures())
