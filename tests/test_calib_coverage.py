@@ -146,3 +146,39 @@ def test_the_same_command_makes_the_same_graph(demo: tuple[Path, Path, bytes], t
         runs.append((hashlib.sha256(out.read_bytes()).hexdigest(), r.kept, r.decision.trials, r.search_images))
     assert runs[0] == runs[1]
     assert runs[0][2], "the search ran trials"
+
+
+def test_mixed_scales_take_the_second_calibration_where_asked(demo: tuple[Path, Path, bytes]) -> None:
+    """--method best's edit: the layers asked for read the entropy graph's scales, the others keep
+    max's; nothing else in the graph changes."""
+    from attn_deploy.calib.evaluate import calibration_images
+    from attn_deploy.calib.int8 import quantize_int8
+    from attn_deploy.calib.scales import _scales, mix_scales, pair_owners
+
+    src, data, naive = demo
+    images, _ = calibration_images(data, (256, 256), 16)
+    a, b = onnx.load_from_string(naive), onnx.load_from_string(quantize_int8(src, images, "entropy"))
+    owners = pair_owners(a)
+    assert set(owners.values()) <= set(layer_nodes(onnx.load(src)))
+    values = lambda m: {t.name: onnx.numpy_helper.to_array(t) for t in m.graph.initializer}  # noqa: E731
+    mixed = mix_scales(a, b, [4, 9])
+    got, mine, theirs = values(mixed), values(a), values(b)
+    changed = 0
+    for tensor, (q_scale, _) in _scales(a).items():
+        want = theirs[_scales(b)[tensor][0]] if owners.get(tensor) in (4, 9) else mine[q_scale]
+        np.testing.assert_array_equal(got[q_scale], want)
+        changed += owners.get(tensor) in (4, 9) and not np.array_equal(mine[q_scale], theirs[_scales(b)[tensor][0]])
+    assert changed > 0  # the two calibrations do differ there
+    assert [n.op_type for n in mixed.graph.node] == [n.op_type for n in a.graph.node]
+    assert mix_scales(a, b, []).SerializeToString() == a.SerializeToString()
+
+
+def test_a_layer_goes_to_the_calibration_that_keeps_its_direction() -> None:
+    from attn_deploy.calib.rank import LayerError
+    from attn_deploy.calib.scales import better_layers
+
+    first = [LayerError(1, "Conv", False, 0.05, 0.999), LayerError(2, "C3", False, 0.01, 0.990),
+             LayerError(3, "Detect", False, 0.2, 0.98, "boxes"), LayerError(3, "Detect", False, 0.1, 0.97, "scores")]
+    second = [LayerError(1, "Conv", False, 0.50, 0.998), LayerError(2, "C3", False, 0.09, 0.995),
+              LayerError(3, "Detect", False, 0.1, 0.99, "boxes"), LayerError(3, "Detect", False, 0.1, 0.975, "scores")]
+    assert better_layers(first, second) == [2, 3]  # cosine decides, not the max error; Detect by its worse part

@@ -55,7 +55,7 @@ class CalibOptions:
     precision: str = "int8"
     data: str | Path | None = None
     images: int = 64
-    method: str = "max"
+    method: str = "max"  # or "entropy", or "best": per layer, whichever of the two its local error prefers
     exclude: tuple[str, ...] = ("auto",)
     val: str | Path | None = None
     max_map_drop: float = 0.5
@@ -97,6 +97,7 @@ class CalibResult:
     trials: int = 0  # graphs scored besides the float32 reference and the naive graph
     coverage: Coverage | None = None  # INT8: the share of MACs in INT8 (None for FP16)
     min_int8: float = 0.0
+    entropy_layers: list[int] | None = None  # --method best: the layers on entropy's scales (the rest: max's)
 
     @property
     def int8_enough(self) -> bool:
@@ -134,6 +135,7 @@ class CalibResult:
             "search": self.search, "search_images": self.search_images, "trials": self.trials,
             "ranking": [e.to_dict() for e in self.ranking], "stages": {k: round(v, 2) for k, v in self.stages.items()},
             "coverage": self.coverage.to_dict() if self.coverage is not None else None, "min_int8": self.min_int8,
+            "entropy_layers": self.entropy_layers,
         }
 
 
@@ -259,15 +261,27 @@ def _int8_graph(src: Path, model: onnx.ModelProto, sidecar: dict[str, Any] | Non
     from attn_deploy.calib.int8 import quantize_int8
 
     layers = (sidecar or {}).get("layers") or []
+    if opts.method == "best" and (not layers or opts.search == "measured"):
+        raise UserError(f"--method best chooses per layer: it needs {src.name}'s export sidecar (its layer table) and "
+                        "the ranked search", "re-export the model with attn-deploy export, or use --method max")
     if opts.exclude == ("auto",) and (opts.search == "measured" or not layers):
         return _measured(src, model, sidecar, images, ev, opts, base, progress)
-    with stages("calibration", f"calibrating INT8 on {len(images)} images (Model Optimizer, {opts.method})"):
-        naive_data = quantize_int8(src, images, opts.method)
+    entropy_layers = None
+    if opts.method == "best":
+        from attn_deploy.calib.scales import best_scales
+
+        with stages("calibration", f"calibrating INT8 twice (max, entropy) on {len(images)} images; each layer's "
+                                   "scales from the one its local error prefers"):
+            naive_data, entropy_layers = best_scales(src, model, images, [LayerRow.from_dict(d) for d in layers],
+                                                     ev.layout, opts.rank_images)
+    else:
+        with stages("calibration", f"calibrating INT8 on {len(images)} images (Model Optimizer, {opts.method})"):
+            naive_data = quantize_int8(src, images, opts.method)
     with stages("naive", f"scoring everything-in-INT8 on {ev.images} images"):
         naive = ev.score(naive_data)
     naive_damage = naive.damage(base["reference"])
     result = CalibResult(**base, method=opts.method, final=naive, damage=naive_damage, naive=naive,
-                         search="ranked" if opts.exclude == ("auto",) else None)
+                         search="ranked" if opts.exclude == ("auto",) else None, entropy_layers=entropy_layers)
     if opts.exclude == ("none",) or (opts.exclude == ("auto",) and naive_damage <= opts.max_map_drop):
         return naive_data, result
     naive_model = onnx.load_from_string(naive_data)
