@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -161,3 +164,32 @@ def to_json(doc: Any) -> str:
         return x
 
     return json.dumps(clean(doc), indent=2, default=str, allow_nan=False)
+
+
+@dataclass
+class Captured:
+    """What ``quiet`` caught: ``text`` is filled in once its block has ended."""
+
+    text: str = ""
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[Captured]:
+    """File descriptors 1 and 2 (where C++ code prints) and sys.stdout/stderr sent to a temporary
+    file for the block; what arrived there is the yielded object's ``text`` afterwards."""
+    log, python_side = Captured(), io.StringIO()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    with tempfile.TemporaryFile() as sink:
+        saved = [os.dup(1), os.dup(2)]
+        try:
+            os.dup2(sink.fileno(), 1)
+            os.dup2(sink.fileno(), 2)
+            with contextlib.redirect_stdout(python_side), contextlib.redirect_stderr(python_side):
+                yield log
+        finally:
+            for fd, copy_of in zip((1, 2), saved):
+                os.dup2(copy_of, fd)
+                os.close(copy_of)
+            sink.seek(0)
+            log.text = sink.read().decode(errors="replace") + python_side.getvalue()

@@ -97,6 +97,8 @@ def export_table(r: ExportResult) -> Table:
                       f"max rel {s.max_rel:.2e}, cosine {s.cosine:.9f}")
         for name, ok in r.parity.checks.items():
             t.add_row(f"  {name}", _ok(ok))
+    if "parity_note" in r.extra:
+        t.add_row("parity", r.extra["parity_note"])
     t.add_row("time", f"{r.seconds:.1f} s; sidecar {r.sidecar}")
     return t
 

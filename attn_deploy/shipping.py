@@ -77,6 +77,7 @@ class ShipOptions:
     method: str = "max"
     exclude: tuple[str, ...] = ("auto",)
     min_int8: float = 0.8
+    qat: int | None = None  # int8: epochs of quantization-aware fine-tuning instead of calibration
     fork: str | Path | None = None
     python: str | None = None
 
@@ -194,7 +195,7 @@ def _pipeline(result: ShipResult, net: Any, say: Say) -> None:
     if _timed(result, "verify", lambda step: _verify(net, result, step, say)) is None:
         return
     onnx = _timed(result, "export", lambda step: _export(net, result, step, say))
-    graph = _timed(result, "calib", lambda step: _calib(onnx, result, step, say)) if onnx else None
+    graph = _timed(result, "calib", lambda step: _calib(net, onnx, result, step, say)) if onnx else None
     target = _timed(result, "build", lambda step: _build(graph, result, step, say)) if graph else None
     if target is None:
         return
@@ -256,7 +257,7 @@ def _export(net: Any, result: ShipResult, step: Step, say: Say) -> Path:
     return Path(r.onnx)
 
 
-def _calib(onnx: Path, result: ShipResult, step: Step, say: Say) -> Path:
+def _calib(net: Any, onnx: Path, result: ShipResult, step: Step, say: Say) -> Path:
     opts = result.options
     if opts.precision == "fp32":
         step.status, step.why = "skipped", "fp32: the exported graph is the one to ship"
@@ -264,15 +265,22 @@ def _calib(onnx: Path, result: ShipResult, step: Step, say: Say) -> Path:
     from attn_deploy.calib.calibrate import CalibOptions, calibrate
 
     out = result.output / _onnx_name(result.model, opts)
-    c = CalibOptions(opts.precision, opts.data, opts.calib_images, opts.method, opts.exclude, None,
-                     opts.max_map_drop, out, min_int8=opts.min_int8)
-    r = calibrate(onnx, c, progress=say)
+    if opts.qat is not None:  # INT8 by quantization-aware fine-tuning, scored as calib scores
+        from attn_deploy.qat import QatOptions, run_qat
+
+        q = QatOptions(data=opts.data, epochs=opts.qat, calib_images=opts.calib_images,
+                       max_map_drop=opts.max_map_drop, min_int8=opts.min_int8, output=out)
+        r = run_qat(q, progress=say, net=net, reference=onnx)
+    else:
+        c = CalibOptions(opts.precision, opts.data, opts.calib_images, opts.method, opts.exclude, None,
+                         opts.max_map_drop, out, min_int8=opts.min_int8)
+        r = calibrate(onnx, c, progress=say)
     result.calib = r
     unit = "mAP50-95 points" if r.reference.map50_95 is not None else "disagreement %"
     kept = f"; kept out of INT8: {', '.join(r.kept)}" if r.kept and opts.precision == "int8" else ""
     share = f"; {r.coverage.share:.1%} of MACs in INT8" if r.coverage is not None else ""
     _judge(step, r.passed, r.failures(), f"damage {r.damage:.2f} <= {r.budget:g} {unit}{share}{kept}",
-           [f for f in (r.output, r.output.with_suffix(".json"), r.chart, r.cache) if f and Path(f).exists()])
+           [f for f in (r.output, r.output.with_suffix(".json"), r.chart, r.cache, r.checkpoint) if f and Path(f).exists()])
     return r.output
 
 
@@ -400,6 +408,9 @@ def _check_options(opts: ShipOptions) -> None:
         raise UserError("calib_images and max_images must be at least 1")
     if len(opts.exclude) > 1 and ("auto" in opts.exclude or "none" in opts.exclude):
         raise UserError("--exclude auto and none stand alone")
+    if opts.qat is not None and (opts.precision != "int8" or opts.data is None
+                                 or Path(opts.data).suffix.lower() not in (".yaml", ".yml")):
+        raise UserError("--qat fine-tunes an INT8 model: it needs --precision int8 and --data DATA.yaml (train and val)")
     if opts.fork is not None and (opts.weights is None or not Path(opts.fork).is_dir()):
         raise UserError(f"--fork {opts.fork}: " + ("not a folder" if opts.weights else "needs --weights, the checkpoint it trained"))
     if opts.exclude not in (("auto",), ("none",)):

@@ -98,6 +98,7 @@ class CalibResult:
     coverage: Coverage | None = None  # INT8: the share of MACs in INT8 (None for FP16)
     min_int8: float = 0.0
     entropy_layers: list[int] | None = None  # --method best: the layers on entropy's scales (the rest: max's)
+    checkpoint: Path | None = None  # qat: our checkpoint of the fine-tuned quantized model
 
     @property
     def int8_enough(self) -> bool:
@@ -135,7 +136,7 @@ class CalibResult:
             "search": self.search, "search_images": self.search_images, "trials": self.trials,
             "ranking": [e.to_dict() for e in self.ranking], "stages": {k: round(v, 2) for k, v in self.stages.items()},
             "coverage": self.coverage.to_dict() if self.coverage is not None else None, "min_int8": self.min_int8,
-            "entropy_layers": self.entropy_layers,
+            "entropy_layers": self.entropy_layers, "checkpoint": str(self.checkpoint) if self.checkpoint else None,
         }
 
 
@@ -206,7 +207,7 @@ def calibrate(src_path: str | Path, opts: CalibOptions, progress: Progress = lam
     else:
         data, result = _int8(src, model, sidecar, images, ev, opts, base, progress, stages)
     result.stages = {**stages.seconds, "total": stages.elapsed()}  # writing takes milliseconds
-    return _write(src, data, result, sidecar, opts)
+    return write_result(src, data, result, sidecar, opts.cache)
 
 
 def _fp16(src: Path, model: onnx.ModelProto, images: Any, ev: Evaluator, opts: CalibOptions,
@@ -448,7 +449,10 @@ def _layers(data: bytes, layers: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return [{k: v for k, v in d.items() if k not in ("output", "inputs")} for d in layers]
 
 
-def _write(src: Path, data: bytes, result: CalibResult, sidecar: dict[str, Any] | None, opts: CalibOptions) -> CalibResult:
+def write_result(src: Path, data: bytes, result: CalibResult, sidecar: dict[str, Any] | None,
+                 cache: str | Path | None = None) -> CalibResult:
+    """The graph, its sidecar (the source's, its layers found again, ``precision`` added),
+    chart and cache, all or none; nothing under an INT8 name when the graph is not INT8 enough."""
     from attn_deploy.exporter import lint_onnx
     from attn_deploy.files import sha256
 
@@ -463,10 +467,10 @@ def _write(src: Path, data: bytes, result: CalibResult, sidecar: dict[str, Any] 
 
             result.chart = sensitivity_chart(result, out.with_name(out.stem + ".sensitivity.png"))
             written.append(result.chart)
-        if opts.cache and result.precision == "int8":
+        if cache and result.precision == "int8":
             from attn_deploy.calib.cache import activation_scales, write_cache
 
-            result.cache = write_cache(activation_scales(onnx.load_from_string(data)), opts.cache)
+            result.cache = write_cache(activation_scales(onnx.load_from_string(data)), cache)
             written.append(result.cache)
         doc = dict(sidecar or {})
         if doc.get("layers"):

@@ -1,4 +1,5 @@
-"""``calib``: FP16 or INT8 (Q/DQ) ONNX from a float32 one, within an accuracy budget."""
+"""``calib``: FP16 or INT8 (Q/DQ) ONNX from a float32 one, within an accuracy budget; ``qat``: INT8 by
+quantization-aware fine-tuning of the PyTorch model, scored the same way."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from attn_deploy.cli.options import (
     emit_json,
     gate,
     json_option,
+    model_options,
     report_option,
     write_report,
 )
@@ -34,12 +36,15 @@ from attn_deploy.cli.options import (
 @click.option("--cache", type=click.Path(dir_okay=False), help="INT8: also write a TensorRT calibration cache.")
 @click.option("--min-int8", type=click.FloatRange(0.0, 1.0), default=0.8, show_default=True,
               help="INT8: the share of the model's multiply-accumulates that must run in INT8 (exit 1 below it).")
+@click.option("--qat", "qat_epochs", type=click.IntRange(1, 1000),
+              help="INT8 by quantization-aware fine-tuning for N epochs instead (the model the export sidecar names; "
+                   "--data: a data.yaml).")
 @report_option
 @json_option
 def calib(
     onnx_file: str, precision: str, data: str | None, images: int, method: str, exclude: tuple[str, ...],
     val: str | None, max_map_drop: float, output: str | None, cache: str | None, min_int8: float,
-    report_dir: str | None, as_json: bool,
+    qat_epochs: int | None, report_dir: str | None, as_json: bool,
 ) -> None:
     """FP16 or INT8 (Q/DQ) ONNX from a float32 one, measured on validation images (exit 1 over budget)."""
     check_report(report_dir)
@@ -50,7 +55,12 @@ def calib(
         raise click.BadParameter("auto and none stand alone", param_hint="--exclude")
     opts = CalibOptions(precision, data, images, method, exclude, val, max_map_drop, output, cache, min_int8=min_int8)
     with Spinner("calibrating") as status:
-        result = calibrate(onnx_file, opts, progress=status)
+        if qat_epochs is not None:
+            from attn_deploy.qat import qat_for_onnx
+
+            result = qat_for_onnx(onnx_file, opts, qat_epochs, progress=status)
+        else:
+            result = calibrate(onnx_file, opts, progress=status)
     if as_json:
         emit_json(result.to_dict())
     else:
@@ -58,5 +68,37 @@ def calib(
     from attn_deploy.htmlreport.pages import calib_page
 
     write_report(report_dir, lambda: calib_page(result), result.to_dict())
+    gate(result.passed, "calibration outside the budget" if result.int8_enough else "not INT8 enough",
+         result.failures())
+
+
+@main.command()
+@model_options
+@click.option("--data", type=click.Path(dir_okay=False), required=True,
+              help="A YOLO data.yaml: its train split fine-tunes and calibrates, its val split scores.")
+@click.option("--epochs", type=click.IntRange(1, 1000), default=2, show_default=True, help="Fine-tuning epochs.")
+@click.option("--lr", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True), default=2e-5, show_default=True,
+              help="Fine-tuning learning rate (AdamW, a cosine to 5 %).")
+@click.option("--imgsz", type=click.IntRange(32, 4096), default=640, show_default=True, help="Input size (square).")
+@click.option("--images", type=click.IntRange(1, 100_000), default=64, show_default=True, help="Calibration images.")
+@click.option("--max-map-drop", type=NON_NEGATIVE, default=0.5, show_default=True, help="Budget: mAP50-95 points.")
+@click.option("--min-int8", type=click.FloatRange(0.0, 1.0), default=0.8, show_default=True,
+              help="The share of multiply-accumulates that must run in INT8.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Default NAME.qat.int8.onnx.")
+@json_option
+def qat(model_name: str | None, cfg: str | None, weights: str | None, data: str, epochs: int, lr: float, imgsz: int,
+        images: int, max_map_drop: float, min_int8: float, output: str | None, as_json: bool) -> None:
+    """INT8 by quantization-aware fine-tuning: fake quantization in the PyTorch model (Model Optimizer),
+    a short fine-tune, a Q/DQ ONNX scored against float32 as calib scores (exit 1 over budget)."""
+    from attn_deploy.qat import QatOptions, run_qat
+    from attn_deploy.report import calib_table
+
+    opts = QatOptions(model_name, cfg, weights, data, epochs, lr, imgsz, images, max_map_drop, min_int8, output)
+    with Spinner("quantization-aware fine-tuning") as status:
+        result = run_qat(opts, progress=status)
+    if as_json:
+        emit_json(result.to_dict())
+    else:
+        console().print(calib_table(result))
     gate(result.passed, "calibration outside the budget" if result.int8_enough else "not INT8 enough",
          result.failures())

@@ -44,6 +44,7 @@ from attn_deploy.cli.options import (
               help="INT8: auto (measure), none (quantize everything), or node-name patterns (regex), repeatable.")
 @click.option("--min-int8", type=click.FloatRange(0.0, 1.0), default=0.8, show_default=True,
               help="INT8: the share of multiply-accumulates that must run in INT8.")
+@click.option("--qat", type=click.IntRange(1, 1000), help="INT8 by N epochs of quantization-aware fine-tuning.")
 @click.option("--fork", type=click.Path(file_okay=False),
               help="First verify the rebuild against the fork's own code (see 'verify'; its code runs).")
 @click.option("--python", type=click.Path(dir_okay=False), help="With --fork: the fork environment's interpreter.")
@@ -53,7 +54,7 @@ def ship(
     imgsz: tuple[int, int], batch: int, dynamic: bool, end2end: bool, max_det: int, output: str | None, force: bool,
     max_images: int | None,
     max_map_drop: float, min_agreement: float, on_error: str, calib_images: int, method: str,
-    exclude: tuple[str, ...], min_int8: float, fork: str | None, python: str | None, as_json: bool,
+    exclude: tuple[str, ...], min_int8: float, qat: int | None, fork: str | None, python: str | None, as_json: bool,
 ) -> None:
     """Export, calibrate, build (where TensorRT is) and check against PyTorch, into one folder (exit 1 at a failed gate)."""
     from attn_deploy.shipping import ShipOptions, steps_table
@@ -62,8 +63,8 @@ def ship(
     opts = ShipOptions(model_name, cfg, weights, data, precision, imgsz, batch, dynamic, end2end=end2end, max_det=max_det,
                        output=output, force=force,
                        max_images=max_images, min_agreement=min_agreement, max_map_drop=max_map_drop, on_error=on_error,
-                       calib_images=calib_images, method=method, exclude=exclude, min_int8=min_int8, fork=fork,
-                       python=python)
+                       calib_images=calib_images, method=method, exclude=exclude, min_int8=min_int8, qat=qat,
+                       fork=fork, python=python)
     spinner = Spinner("shipping")
     with spinner as status:
         result = run_ship(opts, progress=status, notice=lambda line: _say(spinner, line))

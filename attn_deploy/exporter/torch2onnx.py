@@ -13,14 +13,8 @@ two opsets, static and dynamic.
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import io
-import os
-import sys
-import tempfile
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +23,9 @@ import torch
 from attn_deploy import __version__, layouts
 from attn_deploy.errors import UserError
 from attn_deploy.exporter.layers import split_merged_concats
+from attn_deploy.files import quiet
 from attn_deploy.models.heads import Detector, head_of
+from attn_deploy.models.quantized import fused
 from attn_deploy.models.yolo import check_size_limits
 
 MIN_OPSET, MAX_OPSET = 13, 20
@@ -88,52 +84,6 @@ def export_legacy(module: torch.nn.Module, x: torch.Tensor, **options: Any) -> b
     return buf.getvalue()
 
 
-@dataclass
-class Captured:
-    """What ``quiet`` caught: ``text`` is filled in once its block has ended."""
-
-    text: str = ""
-
-
-@contextlib.contextmanager
-def quiet() -> Iterator[Captured]:
-    """File descriptors 1 and 2 (where C++ code prints) and sys.stdout/stderr sent to a temporary
-    file for the block; what arrived there is the yielded object's ``text`` afterwards."""
-    log, python_side = Captured(), io.StringIO()
-    for stream in (sys.stdout, sys.stderr):
-        stream.flush()
-    with tempfile.TemporaryFile() as sink:
-        saved = [os.dup(1), os.dup(2)]
-        try:
-            os.dup2(sink.fileno(), 1)
-            os.dup2(sink.fileno(), 2)
-            with contextlib.redirect_stdout(python_side), contextlib.redirect_stderr(python_side):
-                yield log
-        finally:
-            for fd, copy_of in zip((1, 2), saved):
-                os.dup2(copy_of, fd)
-                os.close(copy_of)
-            sink.seek(0)
-            log.text = sink.read().decode(errors="replace") + python_side.getvalue()
-
-
-def fused(model: torch.nn.Module) -> torch.nn.Module:
-    """A copy with every Conv-BatchNorm pair folded into one biased Conv (``model`` is left as is).
-
-    onnxslim folds them in the graph anyway; folding first makes the trace shorter (a quarter
-    second on yolo12n, measured by ``benchmarks/vs_ultralytics.py``). The folding is computed
-    in float64, so the folded weights are the float32 nearest to the exact ones. Node names keep their
-    scope (``/model.3/conv/Conv``): the BatchNorm becomes an Identity, which traces to nothing.
-    """
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
-    from attn_deploy.models.common import Conv
-
-    out = copy.deepcopy(model)
-    for m in out.modules():
-        if isinstance(m, Conv) and isinstance(m.bn, torch.nn.BatchNorm2d):
-            m.conv, m.bn = fuse_conv_bn_eval(m.conv.double(), m.bn.double()).float(), torch.nn.Identity()
-    return out
 
 
 def clean(model_bytes: bytes, name: str, metadata: dict[str, str]) -> "onnx.ModelProto":  # noqa: F821

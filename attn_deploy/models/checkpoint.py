@@ -191,6 +191,7 @@ class Checkpoint:
     records: dict[int, Record] = field(default_factory=dict)
     ignored: list[str] = field(default_factory=list)  # functions pickled in it, never run: "model.3.forward (lambda)"
     machinery: list[str] = field(default_factory=list)  # import machinery in pickled globals, never constructed
+    qat: dict[str, Any] | None = None  # ours, quantized: Model Optimizer's quantizer state (models/quantized.py)
     variants: dict[int, dict[str, Any]] = field(default_factory=dict)  # ours: attention layers' constructor keywords
 
     @property
@@ -333,5 +334,8 @@ def _from_ours(path: Path, obj: dict[str, Any]) -> Checkpoint:
     if not (isinstance(variants, dict) and all(isinstance(k, int) and isinstance(v, dict) and all(
             isinstance(n, str) and plain(x) for n, x in v.items()) for k, v in variants.items())):
         raise UserError(f"{path}: its attention variants are not a table of plain keywords by layer")
+    qat = obj.get("qat")
+    if qat is not None and not (isinstance(qat, dict) and isinstance(qat.get("modelopt"), dict)):
+        raise UserError(f"{path}: its quantization state is not Model Optimizer's (a dict under qat.modelopt)")
     return Checkpoint(path, _group_by_layer(_state_dict(state), path), yaml=cfg,
-                      names=[str(n) for n in names] if isinstance(names, list) else None, variants=variants)
+                      names=[str(n) for n in names] if isinstance(names, list) else None, variants=variants, qat=qat)

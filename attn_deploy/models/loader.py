@@ -13,7 +13,7 @@ from attn_deploy.errors import UserError
 from attn_deploy.models.anchorfree import AnchorFreeModel, guess_scale
 from attn_deploy.models.checkpoint import Checkpoint, read_checkpoint, warn_ignored
 from attn_deploy.models.heads import Detector
-from attn_deploy.models.mapping import load_checkpoint_weights, warn_guessed
+from attn_deploy.models.mapping import load_checkpoint_weights, load_quantized, warn_guessed
 from attn_deploy.models.rows import strip_nn
 from attn_deploy.models.yolo import build_model, load_yaml
 from attn_deploy.models.zoo import SEED, create_model
@@ -49,6 +49,8 @@ def load_model(
         raise UserError(f"{ckpt.path} is a plain state dict: name its architecture with --model or --cfg")
     else:
         raise UserError("no model given: use --model NAME, --cfg YAML or --weights FILE")
+    if ckpt is not None and ckpt.qat is not None:
+        return load_quantized(net, ckpt).eval()
     if ckpt is not None:
         load_checkpoint_weights(net, ckpt)
         if ckpt.ignored or ckpt.machinery:

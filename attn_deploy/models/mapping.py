@@ -77,6 +77,22 @@ def _adapt_attention(model: Detector, ckpt: Checkpoint, i: int) -> list[dict[str
     return [{"layer": i, "module": fork.cls, **r.to_dict()} for r in fork.readings]
 
 
+def load_quantized(model: Detector, ckpt: Checkpoint) -> Detector:
+    """Our quantized checkpoint: its attention variants applied, then folded, quantized and
+    filled (``models/quantized.py``); its tensors are the folded model's, name for name."""
+    from attn_deploy.models.quantized import restore_quantized
+
+    for i in sorted(ckpt.variants):
+        if isinstance(model.model[i], AttentionModule):
+            _adapt_attention(model, ckpt, i)
+    tensors = {f"model.{i}.{k}": t.float() if t.is_floating_point() else t
+               for i, layer in ckpt.layers.items() for k, t in layer.items()}
+    net = restore_quantized(model, ckpt.qat["modelopt"], tensors)
+    if ckpt.names and len(ckpt.names) == net.detect.nc:
+        net.names = list(ckpt.names)
+    return net
+
+
 def load_checkpoint_weights(model: Detector, ckpt: Checkpoint) -> None:
     """Copy every tensor of ``ckpt`` into ``model`` (in place), layer by layer."""
     theirs_layers, ours_layers = sorted(ckpt.layers), list(range(len(model.model)))

@@ -47,6 +47,7 @@ class Recipe:
     flip: float = 0.5  # probability of each of a left-right and an up-down flip
     seed: int = 0
     threads: int = 2
+    freeze_norm: bool = False  # BatchNorm keeps its statistics (fine-tuning: quantization-aware)
 
 
 class ModelEMA:
@@ -154,6 +155,10 @@ def train(
     total, step, start = per_epoch * recipe.epochs, 0, time.perf_counter()
     for epoch in range(recipe.epochs):
         model.train()
+        if recipe.freeze_norm:
+            for m in model.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
         order, running = rng.permutation(len(images)), torch.zeros(3)
         for k in range(per_epoch):
             _set_lr(opt, recipe, step, total)

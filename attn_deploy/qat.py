@@ -1,0 +1,130 @@
+"""``qat`` (and ``calib --qat``, ``ship --qat``): INT8 by quantization-aware fine-tuning, scored
+as calib scores a graph.
+
+Where post-training quantization cannot meet the budget without keeping so much out of INT8
+that the graph is INT8 in name only, the weights can learn the rounding instead: the model is
+folded and fake-quantized (NVIDIA Model Optimizer), calibrated, and fine-tuned briefly on the
+train split (``train/qat.py``); the result is exported through the exporter (standard ops,
+Q/DQ on every convolution, lint) and scored against the float32 graph of the model it came
+from on the val split, with calib's evaluator: the same damage, budget, coverage and floor.
+Written: the float32 ``NAME.onnx`` (the reference, with its sidecar), ``NAME.qat.int8.onnx``
+with its sidecar, and ``NAME.qat.pt``, our checkpoint of the quantized model (it loads like any
+other: ``--weights NAME.qat.pt`` exports the same graph).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from attn_deploy.errors import UserError
+from attn_deploy.files import check_writable
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class QatOptions:
+    """The model (``model``/``cfg``/``weights`` as for ``load_model``), ``data`` (a data.yaml:
+    its train split fine-tunes and calibrates, its val split scores), the fine-tune's
+    ``epochs`` and ``lr``, the input size, the budget and the coverage floor, and the output
+    graph (default ``NAME.qat.int8.onnx``)."""
+
+    model: str | None = None
+    cfg: str | Path | None = None
+    weights: str | Path | None = None
+    data: str | Path | None = None
+    epochs: int = 2
+    lr: float = 2e-5
+    imgsz: int = 640
+    calib_images: int = 64
+    max_map_drop: float = 0.5
+    min_int8: float = 0.8
+    output: str | Path | None = None
+
+
+def run_qat(opts: QatOptions, progress: Progress = lambda _: None, net: object = None,
+            reference: Path | None = None) -> object:
+    """Fine-tune, export, score and write (see the module's text); returns calib's ``CalibResult``,
+    truthy when within the budget and INT8 enough. ``net``: the model, when the caller has it;
+    ``reference``: its float32 export, when there is one (``calib``, ``ship``), else one is made."""
+    import onnx
+
+    from attn_deploy.calib.calibrate import CalibResult, Stages, write_result
+    from attn_deploy.calib.coverage import coverage, node_macs
+    from attn_deploy.calib.evaluate import Evaluator, calibration_images
+    from attn_deploy.exporter import ExportSpec, export_model
+    from attn_deploy.exporter.torch2onnx import clean, onnx_metadata, torch_to_onnx
+    from attn_deploy.models import load_model
+    from attn_deploy.models.checkpoint import write_checkpoint
+    from attn_deploy.models.quantized import quantizer_state
+    from attn_deploy.sidecar import read_sidecar
+    from attn_deploy.train.qat import QatRecipe, fine_tune
+
+    if opts.data is None or Path(opts.data).suffix.lower() not in (".yaml", ".yml"):
+        raise UserError("qat needs --data DATA.yaml: its train split to fine-tune on, its val split to score on")
+    if opts.epochs < 1 or not 0 < opts.lr < 1 or not 0 <= opts.min_int8 <= 1 or opts.max_map_drop < 0:
+        raise UserError("qat: --epochs at least 1, --lr in (0, 1), --min-int8 in [0, 1], --max-map-drop at least 0")
+    net = net or load_model(opts.model, opts.cfg, opts.weights)
+    out = check_writable(Path(opts.output) if opts.output else Path(f"{net.name}.qat.int8.onnx"))
+    stem = out.name.removesuffix(".onnx").removesuffix(".int8").removesuffix(".qat")
+    stages = Stages(progress)
+    if reference is None:
+        src = check_writable(out.with_name(f"{stem}.onnx" if f"{stem}.onnx" != out.name else f"{stem}.float32.onnx"))
+        with stages("export", f"exporting the float32 reference {src.name}"):
+            exported = export_model(net, src, ExportSpec((opts.imgsz, opts.imgsz), 1))
+        if not exported:
+            raise UserError(f"the float32 export of {net.name} failed its own checks: "
+                            f"{'; '.join(exported.failures())[:150]}")
+    else:
+        src = Path(reference)
+    side = read_sidecar(src) or {}
+    size = tuple(int(d) for d in side.get("imgsz") or (opts.imgsz, opts.imgsz))
+    spec = ExportSpec(size, 1)
+    with stages("images", "reading calibration and validation images"):
+        images, origin = calibration_images(opts.data, spec.imgsz, opts.calib_images)
+        ev = Evaluator(opts.data, spec.imgsz, 1, None, side.get("output_layout") or "xywh_obj_cls")
+    with stages("reference", f"scoring the float32 model on {ev.images} images"):
+        reference = ev.set_reference(src)
+    if reference.map50_95 is None or reference.map50_95 == 0:
+        raise UserError(f"the float32 {src.name} scores no mAP50-95 on {opts.data}'s val split: no accuracy to keep")
+    recipe = QatRecipe(epochs=opts.epochs, lr=opts.lr, imgsz=spec.imgsz[0])
+    with stages("fine-tune", f"quantization-aware fine-tuning, {opts.epochs} epoch(s) on {opts.data}'s train split"):
+        quantized = fine_tune(net, Path(opts.data), images, recipe, log=progress)
+    with stages("qdq", "exporting the quantized model to Q/DQ"):
+        graph = clean(torch_to_onnx(quantized, spec), net.name, onnx_metadata(net, spec))
+        data = graph.SerializeToString()
+    with stages("final", f"scoring the Q/DQ graph on {ev.images} images"):
+        final = ev.score(data)
+    result = CalibResult(
+        output=out, precision="int8", method="qat", calibration=origin, images=len(images), val=str(opts.data),
+        budget=opts.max_map_drop, reference=reference,
+        counts={"calibration_requested": opts.calib_images, "val": ev.images, "val_requested": ev.requested},
+        final=final, damage=final.damage(reference), coverage=coverage(graph, node_macs(onnx.load(str(src)))),
+        min_int8=opts.min_int8)
+    result.stages = {**stages.seconds, "total": stages.elapsed()}
+    write_result(src, data, result, side or None)
+    if result.int8_enough:
+        result.checkpoint = write_checkpoint(out.with_name(f"{stem}.qat.pt"), quantized,
+                         {"qat": {"modelopt": quantizer_state(quantized), "recipe": asdict(recipe),
+                                  "at": time.strftime("%Y-%m-%dT%H:%M:%S")}}, half=False)
+    return result
+
+
+def qat_for_onnx(onnx_file: str | Path, calib: object, epochs: int, progress: Progress = lambda _: None) -> object:
+    """``calib FILE.onnx --precision int8 --qat N``: the model the export sidecar names (its
+    ``source``), fine-tuned with calib's data, budget, floor and output."""
+    from attn_deploy.models import load_model
+    from attn_deploy.sidecar import read_sidecar
+
+    src = Path(onnx_file)
+    source = (read_sidecar(src) or {}).get("source") or {}
+    if calib.precision != "int8" or not (source.get("weights") or source.get("model") or source.get("cfg")):
+        raise UserError(f"--qat needs --precision int8 and a model to fine-tune: {src.name}'s export sidecar names none",
+                        "export it with attn-deploy export first, or use attn-deploy qat --weights")
+    net = load_model(source.get("model"), source.get("cfg"), source.get("weights"))
+    opts = QatOptions(data=calib.data, epochs=epochs, calib_images=calib.images, max_map_drop=calib.max_map_drop,
+                      min_int8=calib.min_int8, output=calib.output or src.with_name(f"{src.stem}.qat.int8.onnx"))
+    return run_qat(opts, progress, net=net, reference=src)
