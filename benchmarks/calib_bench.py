@@ -11,7 +11,11 @@ the ranked search kept (one at a time and all together), the same graph made two
 Q/DQ surgery on the naive graph and a new calibration with those nodes excluded, each scored
 on the whole val split: surgery is only a shortcut if the two agree.
 
-    python benchmarks/calib_bench.py MODEL.onnx DATA.yaml [--images 64] [--skip-measured] [--entropy]
+    python benchmarks/calib_bench.py MODEL.onnx DATA.yaml [--images 64] [--skip-measured] [--entropy] [--best] [--qat N]
+
+With ``--best`` and ``--qat N`` it is the frontier in one table: everything in INT8, the ranked
+search, the per-layer choice of scales, and quantization-aware fine-tuning, each with its damage,
+its share of MACs in INT8 and its time as a ratio to ``--exclude none`` in the same run.
 """
 
 from __future__ import annotations
@@ -34,6 +38,15 @@ from attn_deploy.sidecar import read_sidecar
 def run(src: Path, opts: CalibOptions) -> tuple[CalibResult, float]:
     t = time.perf_counter()
     result = calibrate(src, opts)
+    return result, time.perf_counter() - t
+
+
+def run_qat(src: Path, opts: CalibOptions, epochs: int) -> tuple[CalibResult, float]:
+    """``calib --qat``: the model the export sidecar names, fine-tuned; scored as calib scores."""
+    from attn_deploy.qat import qat_for_onnx
+
+    t = time.perf_counter()
+    result = qat_for_onnx(src, opts, epochs)
     return result, time.perf_counter() - t
 
 
@@ -67,6 +80,8 @@ def main() -> None:
     ap.add_argument("--budget", type=float, default=0.5)
     ap.add_argument("--skip-measured", action="store_true", help="the earlier search takes 5-30x longer")
     ap.add_argument("--entropy", action="store_true", help="also everything in INT8 with entropy calibration")
+    ap.add_argument("--best", action="store_true", help="also --method best (max or entropy per layer), naive and auto")
+    ap.add_argument("--qat", type=int, default=0, help="also N epochs of quantization-aware fine-tuning")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="calib-bench-") as tmp:
         base = {"data": args.data, "images": args.images, "max_map_drop": args.budget}
@@ -75,11 +90,16 @@ def main() -> None:
         if args.entropy:
             ways.insert(1, ("none, entropy", CalibOptions(**base, method="entropy", exclude=("none",),
                                                           output=Path(tmp) / "entropy.onnx")))
+        if args.best:
+            ways += [("none, best", CalibOptions(**base, method="best", exclude=("none",), output=Path(tmp) / "bn.onnx")),
+                     ("ranked, best", CalibOptions(**base, method="best", output=Path(tmp) / "best.onnx"))]
         if not args.skip_measured:
             ways.append(("measured", CalibOptions(**base, search="measured", output=Path(tmp) / "measured.onnx")))
+        if args.qat:
+            ways.append((f"qat, {args.qat} epoch(s)", CalibOptions(**base, output=Path(tmp) / "qat.int8.onnx")))
         results = {}
         for name, opts in ways:
-            results[name] = run(args.onnx, opts)
+            results[name] = run_qat(args.onnx, opts, args.qat) if name.startswith("qat") else run(args.onnx, opts)
             print(f"{name}: {results[name][1]:.0f} s", flush=True)
         base_s = results["none"][1]
         print(f"\n{args.onnx.name}, {args.data}, calibration {args.images} images, budget {args.budget:g}\n")
@@ -91,7 +111,7 @@ def main() -> None:
             print(f"| {name} | {s:.0f} | {s / base_s:.2f} | {r.trials} | {r.damage:.2f} | {share} | "
                   f"{', '.join(r.kept) or 'nothing'} | {stages} |")
         ranked = results["ranked"][0]
-        if ranked.kept:
+        if ranked.kept and ranked.int8_enough:
             naive = (Path(tmp) / "none.onnx").read_bytes()
             print("\n| kept out | damage, surgery | damage, new calibration | difference |")
             print("|---|---:|---:|---:|")

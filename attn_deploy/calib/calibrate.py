@@ -41,6 +41,8 @@ from attn_deploy.sidecar import read_sidecar
 
 Progress = Callable[[str], None]
 PRUNE_TRIALS = 4  # trials the ranked search may spend dropping kept layers the budget does not need
+TRIAL_SCORINGS = 6  # images the ranked search's trials may score, in whole val sets (the search for a
+                    # first set within the budget is never cut short)
 
 
 @dataclass(frozen=True)
@@ -320,9 +322,11 @@ def _ranked(model: onnx.ModelProto, naive_model: onnx.ModelProto, naive_data: by
     scores: dict[tuple[int, tuple[str, ...]], Score] = {}
 
     def score(e: Evaluator, kept: list[str]) -> Score:
+        nonlocal spent
         key = (id(e), tuple(kept))
         if key not in scores:
             scores[key] = e.score(graph(kept))
+            spent += e.images
         return scores[key]
 
     def graph(kept: list[str]) -> bytes:
@@ -340,17 +344,20 @@ def _ranked(model: onnx.ModelProto, naive_model: onnx.ModelProto, naive_data: by
                                   f"of INT8, scored on {sub.images} images"):
                 s = score(sub, kept)
             d, error = s.damage(sub.reference_score), s.damage_error(sub.reference_score)
-            if abs(d - opts.max_map_drop) > 2 * error or sub.images >= ev.images:
+            bigger = min(ev.images, 2 * sub.images)
+            if abs(d - opts.max_map_drop) > 2 * error or bigger == sub.images or spent + bigger > allowance:
                 break
-            sub = ev.first(min(ev.images, 2 * sub.images))
+            sub = ev.first(bigger)
         trial_log.append(d)
         return d
 
     trial_log: list[float] = []
-    # doubling, halving the gap, then pruning at most PRUNE_TRIALS: a count, never the clock, so
-    # that the same command on the same files makes the same graph
+    # doubling, halving the gap, then pruning at most PRUNE_TRIALS, refining while the images
+    # scored stay within TRIAL_SCORINGS whole val sets: counts, never the clock, so that the
+    # same command on the same files makes the same graph (and the run stays near 3x the naive one)
     most = 2 * math.ceil(math.log2(max(len(order), 2))) + 1 + PRUNE_TRIALS
-    more = lambda: len(trial_log) < most
+    spent, allowance = 0, TRIAL_SCORINGS * ev.images
+    more = lambda: len(trial_log) < most and spent < allowance
     decision = prune(shortest_prefix(order, opts.max_map_drop, measure, more), opts.max_map_drop, measure, more)
     decision = fewest_macs_out(decision, opts.max_map_drop, lambda kept: macs_out(macs, [n for g in kept for n in by_name[g]]))
     found = decision.within  # on the subset

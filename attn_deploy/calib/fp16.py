@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from attn_deploy.calib.int8 import quiet_modelopt, require_modelopt
+from attn_deploy.calib.int8 import quiet_modelopt, require_modelopt, seeded
 
 
 def convert_fp16(src: Path, images: np.ndarray | None, exclude: list[str] | None = None,
@@ -27,6 +27,7 @@ def convert_fp16(src: Path, images: np.ndarray | None, exclude: list[str] | None
             calib = str(Path(tmp) / "calib.npz")
             np.savez(calib, images=images)
         quiet_modelopt()
-        model = convert_to_mixed_precision(str(src), low_precision_type="fp16", nodes_to_exclude=exclude or None,
-                                           data_max=data_max, keep_io_types=True, calibration_data=calib)
+        with seeded():
+            model = convert_to_mixed_precision(str(src), low_precision_type="fp16", nodes_to_exclude=exclude or None,
+                                               data_max=data_max, keep_io_types=True, calibration_data=calib)
         return onnx.ModelProto.SerializeToString(model)

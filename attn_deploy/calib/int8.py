@@ -14,6 +14,7 @@ import io
 import logging
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +59,7 @@ def quantize_int8(src: Path, images: np.ndarray, method: str, exclude: list[str]
         shutil.copyfile(src, copy)  # Model Optimizer rewrites its input file in place: never the user's
         quiet_modelopt()
         # ONNX Runtime's calibrator prints its histogram sizes, and entropy draws tqdm bars on stderr
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), seeded():
             quantize(str(copy), quantize_mode="int8", calibration_data={"images": images},
                      calibration_method=METHODS[method], calibration_eps=["cpu"], output_path=str(out),
                      nodes_to_exclude=exclude or None, nodes_to_quantize=only or None,
@@ -66,6 +67,19 @@ def quantize_int8(src: Path, images: np.ndarray, method: str, exclude: list[str]
         if not out.is_file():
             raise UserError(f"Model Optimizer wrote no model for {src.name}")
         return out.read_bytes()
+
+
+@contextlib.contextmanager
+def seeded(seed: int = 0) -> Iterator[None]:
+    """numpy's global generator seeded for the block, and put back after: Model Optimizer draws
+    random inputs from it (its utilities' ``np.random``) where calibration data does not reach,
+    and an unseeded draw let two runs of one calib write different graphs."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
 
 
 def quiet_modelopt() -> None:
