@@ -14,10 +14,10 @@ other: ``--weights NAME.qat.pt`` exports the same graph).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from attn_deploy.errors import UserError
 from attn_deploy.files import check_writable
@@ -45,8 +45,8 @@ class QatOptions:
     output: str | Path | None = None
 
 
-def run_qat(opts: QatOptions, progress: Progress = lambda _: None, net: object = None,
-            reference: Path | None = None) -> object:
+def run_qat(opts: QatOptions, progress: Progress = lambda _: None, net: Any = None,
+            reference: Path | None = None) -> Any:
     """Fine-tune, export, score and write (see the module's text); returns calib's ``CalibResult``,
     truthy when within the budget and INT8 enough. ``net``: the model, when the caller has it;
     ``reference``: its float32 export, when there is one (``calib``, ``ship``), else one is made."""
@@ -55,65 +55,80 @@ def run_qat(opts: QatOptions, progress: Progress = lambda _: None, net: object =
     from attn_deploy.calib.calibrate import CalibResult, Stages, write_result
     from attn_deploy.calib.coverage import coverage, node_macs
     from attn_deploy.calib.evaluate import Evaluator, calibration_images
-    from attn_deploy.exporter import ExportSpec, export_model
+    from attn_deploy.exporter import ExportSpec
     from attn_deploy.exporter.torch2onnx import clean, onnx_metadata, torch_to_onnx
     from attn_deploy.models import load_model
-    from attn_deploy.models.checkpoint import write_checkpoint
-    from attn_deploy.models.quantized import quantizer_state
+    from attn_deploy.models.quantized import is_quantized
     from attn_deploy.sidecar import read_sidecar
     from attn_deploy.train.qat import QatRecipe, fine_tune
 
-    if opts.data is None or Path(opts.data).suffix.lower() not in (".yaml", ".yml"):
-        raise UserError("qat needs --data DATA.yaml: its train split to fine-tune on, its val split to score on")
-    if opts.epochs < 1 or not 0 < opts.lr < 1 or not 0 <= opts.min_int8 <= 1 or opts.max_map_drop < 0:
-        raise UserError("qat: --epochs at least 1, --lr in (0, 1), --min-int8 in [0, 1], --max-map-drop at least 0")
+    _check(opts)
     net = net or load_model(opts.model, opts.cfg, opts.weights)
+    if is_quantized(net):
+        raise UserError(f"{net.name} is already quantized (a qat checkpoint): fine-tune the float model it came from")
     out = check_writable(Path(opts.output) if opts.output else Path(f"{net.name}.qat.int8.onnx"))
     stem = out.name.removesuffix(".onnx").removesuffix(".int8").removesuffix(".qat")
     stages = Stages(progress)
-    if reference is None:
-        src = check_writable(out.with_name(f"{stem}.onnx" if f"{stem}.onnx" != out.name else f"{stem}.float32.onnx"))
-        with stages("export", f"exporting the float32 reference {src.name}"):
-            exported = export_model(net, src, ExportSpec((opts.imgsz, opts.imgsz), 1))
-        if not exported:
-            raise UserError(f"the float32 export of {net.name} failed its own checks: "
-                            f"{'; '.join(exported.failures())[:150]}")
-    else:
-        src = Path(reference)
+    src = Path(reference) if reference is not None else _float_reference(net, out, stem, opts.imgsz, stages)
     side = read_sidecar(src) or {}
-    size = tuple(int(d) for d in side.get("imgsz") or (opts.imgsz, opts.imgsz))
-    spec = ExportSpec(size, 1)
+    spec = ExportSpec(tuple(int(d) for d in side.get("imgsz") or (opts.imgsz, opts.imgsz)), 1)
     with stages("images", "reading calibration and validation images"):
         images, origin = calibration_images(opts.data, spec.imgsz, opts.calib_images)
         ev = Evaluator(opts.data, spec.imgsz, 1, None, side.get("output_layout") or "xywh_obj_cls")
     with stages("reference", f"scoring the float32 model on {ev.images} images"):
-        reference = ev.set_reference(src)
-    if reference.map50_95 is None or reference.map50_95 == 0:
+        float32 = ev.set_reference(src)
+    if not float32.map50_95:
         raise UserError(f"the float32 {src.name} scores no mAP50-95 on {opts.data}'s val split: no accuracy to keep")
     recipe = QatRecipe(epochs=opts.epochs, lr=opts.lr, imgsz=spec.imgsz[0])
     with stages("fine-tune", f"quantization-aware fine-tuning, {opts.epochs} epoch(s) on {opts.data}'s train split"):
         quantized = fine_tune(net, Path(opts.data), images, recipe, log=progress)
     with stages("qdq", "exporting the quantized model to Q/DQ"):
         graph = clean(torch_to_onnx(quantized, spec), net.name, onnx_metadata(net, spec))
-        data = graph.SerializeToString()
     with stages("final", f"scoring the Q/DQ graph on {ev.images} images"):
-        final = ev.score(data)
+        final = ev.score(graph.SerializeToString())
     result = CalibResult(
         output=out, precision="int8", method="qat", calibration=origin, images=len(images), val=str(opts.data),
-        budget=opts.max_map_drop, reference=reference,
+        budget=opts.max_map_drop, reference=float32,
         counts={"calibration_requested": opts.calib_images, "val": ev.images, "val_requested": ev.requested},
-        final=final, damage=final.damage(reference), coverage=coverage(graph, node_macs(onnx.load(str(src)))),
+        final=final, damage=final.damage(float32), coverage=coverage(graph, node_macs(onnx.load(str(src)))),
         min_int8=opts.min_int8)
     result.stages = {**stages.seconds, "total": stages.elapsed()}
-    write_result(src, data, result, side or None)
+    write_result(src, graph.SerializeToString(), result, side or None)
     if result.int8_enough:
-        result.checkpoint = write_checkpoint(out.with_name(f"{stem}.qat.pt"), quantized,
-                         {"qat": {"modelopt": quantizer_state(quantized), "recipe": asdict(recipe),
-                                  "at": time.strftime("%Y-%m-%dT%H:%M:%S")}}, half=False)
+        result.checkpoint = _save(quantized, out.with_name(f"{stem}.qat.pt"), recipe)
     return result
 
 
-def qat_for_onnx(onnx_file: str | Path, calib: object, epochs: int, progress: Progress = lambda _: None) -> object:
+def _check(opts: QatOptions) -> None:
+    if opts.data is None or Path(opts.data).suffix.lower() not in (".yaml", ".yml"):
+        raise UserError("qat needs --data DATA.yaml: its train split to fine-tune on, its val split to score on")
+    if opts.epochs < 1 or not 0 < opts.lr < 1 or not 0 <= opts.min_int8 <= 1 or opts.max_map_drop < 0:
+        raise UserError("qat: --epochs at least 1, --lr in (0, 1), --min-int8 in [0, 1], --max-map-drop at least 0")
+
+
+def _float_reference(net: Any, out: Path, stem: str, imgsz: int, stages: Any) -> Path:
+    """The float32 export beside the output, checked: what the quantized graph is scored against."""
+    from attn_deploy.exporter import ExportSpec, export_model
+
+    src = check_writable(out.with_name(f"{stem}.onnx" if f"{stem}.onnx" != out.name else f"{stem}.float32.onnx"))
+    with stages("export", f"exporting the float32 reference {src.name}"):
+        exported = export_model(net, src, ExportSpec((imgsz, imgsz), 1))
+    if not exported:
+        raise UserError(f"the float32 export of {net.name} failed its own checks: {'; '.join(exported.failures())[:150]}")
+    return src
+
+
+def _save(quantized: Any, path: Path, recipe: Any) -> Path:
+    """Our checkpoint of the quantized model: its tensors in float32 (quantizer ranges exact) and
+    Model Optimizer's quantizer state."""
+    from attn_deploy.models.checkpoint import write_checkpoint
+    from attn_deploy.models.quantized import quantizer_state
+
+    return write_checkpoint(path, quantized, {"qat": {"modelopt": quantizer_state(quantized), "recipe": asdict(recipe)}},
+                            half=False)
+
+
+def qat_for_onnx(onnx_file: str | Path, calib: Any, epochs: int, progress: Progress = lambda _: None) -> Any:
     """``calib FILE.onnx --precision int8 --qat N``: the model the export sidecar names (its
     ``source``), fine-tuned with calib's data, budget, floor and output."""
     from attn_deploy.models import load_model

@@ -133,17 +133,22 @@ def test_the_damage_error_is_the_jackknife_of_the_paired_difference() -> None:
 
 @pytest.mark.slow
 def test_the_same_command_makes_the_same_graph(demo: tuple[Path, Path, bytes], tmp_path: Path) -> None:
-    """The ranked search decides by counts and measured damage, never the clock: twice the same
-    trials, the same layers kept, the same bytes."""
-    from attn_deploy.calib.calibrate import CalibOptions, calibrate
+    """The ranked search decides by counts and measured damage, never the clock: the same command
+    run twice, as a user runs it (two processes), makes the same trials, keeps the same layers and
+    writes the same bytes."""
+    import subprocess
+    import sys
 
     src, data, _ = demo
     runs = []
     for k in range(2):
         out = tmp_path / f"run{k}.onnx"
-        r = calibrate(src, CalibOptions(data=data, images=8, max_map_drop=0.3, output=out, search_images=8,
-                                        min_int8=0.0))
-        runs.append((hashlib.sha256(out.read_bytes()).hexdigest(), r.kept, r.decision.trials, r.search_images))
+        r = subprocess.run([sys.executable, "-c", "from attn_deploy.cli import run; run()", "calib", str(src),
+                            "--precision", "int8", "--data", str(data), "--images", "8", "--max-map-drop", "0.3",
+                            "--min-int8", "0", "-o", str(out), "--json"], capture_output=True, text=True, timeout=600)
+        assert r.returncode in (0, 1), r.stderr
+        doc = json.loads(r.stdout)
+        runs.append((hashlib.sha256(out.read_bytes()).hexdigest(), doc["excluded_groups"], doc["decision"]["trials"]))
     assert runs[0] == runs[1]
     assert runs[0][2], "the search ran trials"
 
