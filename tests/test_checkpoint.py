@@ -169,7 +169,10 @@ def test_plain_state_dict_needs_and_uses_a_named_architecture(tmp_path: Path) ->
     torch.save({k: v.half() for k, v in standin.state_dict().items()}, path)
     with pytest.raises(UserError, match="plain state dict: name its architecture"):
         load_model(weights=path)
-    ours = load_model(model="yolov5n-se", weights=path)  # fc.0/fc.2 Linear -> our 1x1 convs, by order
+    from attn_deploy.errors import AttnDeployWarning
+
+    with pytest.warns(AttnDeployWarning, match="layer 9 se gate as sigmoid"):  # a state dict shows no gate module
+        ours = load_model(model="yolov5n-se", weights=path)  # fc.0/fc.2 Linear -> our 1x1 convs, by order
     x = torch.rand(1, 3, 64, 96)
     with torch.no_grad():
         assert_same_detections(ours(x), reference(standin, x))
