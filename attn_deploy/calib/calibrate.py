@@ -297,11 +297,60 @@ def _int8_graph(src: Path, model: onnx.ModelProto, sidecar: dict[str, Any] | Non
     return _ranked(model, naive_model, naive_data, layers, images, ev, opts, result, stages, macs)
 
 
+class SubsetTrials:
+    """The ranked search's trials: graphs made by surgery on the naive graph (``by_name``: each
+    ranking entry's nodes), scored on a subset of the val images, paired with the float32 model's
+    detections on the same images; a subset that cannot tell (the budget within two standard
+    errors of the damage) grows to twice its images. Trials are bounded by counts, never the
+    clock: at most ``most`` decisions, refining while the images scored stay within
+    TRIAL_SCORINGS whole val sets, so that the same command on the same files makes the same graph."""
+
+    def __init__(self, naive: onnx.ModelProto, by_name: dict[str, list[str]], ev: Evaluator, first: int,
+                 budget: float, most: int, stages: Stages) -> None:
+        self.naive, self.by_name, self.ev, self.budget, self.most, self.stages = naive, by_name, ev, budget, most, stages
+        self.sub = ev.first(first) if first < ev.images else ev
+        self.graphs: dict[tuple[str, ...], bytes] = {}
+        self.scores: dict[tuple[int, tuple[str, ...]], Score] = {}
+        self.log: list[float] = []
+        self.spent, self.allowance = 0, TRIAL_SCORINGS * ev.images
+
+    def graph(self, kept: list[str]) -> bytes:
+        key = tuple(kept)
+        if key not in self.graphs:
+            self.graphs[key] = keep_out(self.naive, [n for g in kept for n in self.by_name[g]]).SerializeToString()
+        return self.graphs[key]
+
+    def score(self, e: Evaluator, kept: list[str]) -> Score:
+        key = (id(e), tuple(kept))
+        if key not in self.scores:
+            self.scores[key] = e.score(self.graph(kept))
+            self.spent += e.images
+        return self.scores[key]
+
+    def measure(self, kept: list[str]) -> float:
+        """The damage of keeping ``kept`` out of INT8, on a subset that can tell."""
+        while True:
+            with self.stages("trials", f"trial {len(self.log) + 1} (of at most {self.most}): {len(kept)} layer(s) "
+                                       f"kept out of INT8, scored on {self.sub.images} images"):
+                s = self.score(self.sub, kept)
+            d, error = s.damage(self.sub.reference_score), s.damage_error(self.sub.reference_score)
+            bigger = min(self.ev.images, 2 * self.sub.images)
+            if abs(d - self.budget) > 2 * error or bigger == self.sub.images or self.spent + bigger > self.allowance:
+                break
+            self.sub = self.ev.first(bigger)
+        self.log.append(d)
+        return d
+
+    def more(self) -> bool:
+        return len(self.log) < self.most and self.spent < self.allowance
+
+
 def _ranked(model: onnx.ModelProto, naive_model: onnx.ModelProto, naive_data: bytes, layers: list[dict[str, Any]],
             images: Any, ev: Evaluator, opts: CalibOptions, result: CalibResult,
             stages: Stages, macs: dict[str, int]) -> tuple[bytes, CalibResult]:
     """Rank every layer by per-block parity of the naive graph, keep the shortest prefix of that
-    order whose subset score is within the budget, and score it on all validation images."""
+    order whose subset score is within the budget (then the set with the fewest MACs out), and
+    score it on all validation images."""
     from attn_deploy.calib.rank import local_errors, ranking
 
     rows = [LayerRow.from_dict(d) for d in layers]
@@ -316,61 +365,24 @@ def _ranked(model: onnx.ModelProto, naive_model: onnx.ModelProto, naive_data: by
     nodes = layer_nodes(model)
     by_name = {e.name: e.nodes(nodes.get(e.layer, [])) for e in result.ranking}
     order = [e.name for e in result.ranking if by_name[e.name]]
-    count = opts.search_images if opts.search_images is not None else min(100, (ev.images + 1) // 2)
-    sub = ev.first(count) if count < ev.images else ev
-    graphs: dict[tuple[str, ...], bytes] = {}
-    scores: dict[tuple[int, tuple[str, ...]], Score] = {}
-
-    def score(e: Evaluator, kept: list[str]) -> Score:
-        nonlocal spent
-        key = (id(e), tuple(kept))
-        if key not in scores:
-            scores[key] = e.score(graph(kept))
-            spent += e.images
-        return scores[key]
-
-    def graph(kept: list[str]) -> bytes:
-        key = tuple(kept)
-        if key not in graphs:
-            graphs[key] = keep_out(naive_model, [n for g in kept for n in by_name[g]]).SerializeToString()
-        return graphs[key]
-
-    def measure(kept: list[str]) -> float:
-        """The damage on the subset, paired with the float32 model's on the same images; a subset
-        that cannot tell (the budget within two standard errors) grows to twice its images."""
-        nonlocal sub
-        while True:
-            with stages("trials", f"trial {len(trial_log) + 1} (of at most {most}): {len(kept)} layer(s) kept out "
-                                  f"of INT8, scored on {sub.images} images"):
-                s = score(sub, kept)
-            d, error = s.damage(sub.reference_score), s.damage_error(sub.reference_score)
-            bigger = min(ev.images, 2 * sub.images)
-            if abs(d - opts.max_map_drop) > 2 * error or bigger == sub.images or spent + bigger > allowance:
-                break
-            sub = ev.first(bigger)
-        trial_log.append(d)
-        return d
-
-    trial_log: list[float] = []
-    # doubling, halving the gap, then pruning at most PRUNE_TRIALS, refining while the images
-    # scored stay within TRIAL_SCORINGS whole val sets: counts, never the clock, so that the
-    # same command on the same files makes the same graph (and the run stays near 3x the naive one)
-    most = 2 * math.ceil(math.log2(max(len(order), 2))) + 1 + PRUNE_TRIALS
-    spent, allowance = 0, TRIAL_SCORINGS * ev.images
-    more = lambda: len(trial_log) < most and spent < allowance
-    decision = prune(shortest_prefix(order, opts.max_map_drop, measure, more), opts.max_map_drop, measure, more)
-    decision = fewest_macs_out(decision, opts.max_map_drop, lambda kept: macs_out(macs, [n for g in kept for n in by_name[g]]))
+    first = opts.search_images if opts.search_images is not None else min(100, (ev.images + 1) // 2)
+    most = 2 * math.ceil(math.log2(max(len(order), 2))) + 1 + PRUNE_TRIALS  # doubling, halving, pruning
+    trials = SubsetTrials(naive_model, by_name, ev, first, opts.max_map_drop, most, stages)
+    decision = prune(shortest_prefix(order, opts.max_map_drop, trials.measure, trials.more), opts.max_map_drop,
+                     trials.measure, trials.more)
+    decision = fewest_macs_out(decision, opts.max_map_drop,
+                               lambda kept: macs_out(macs, [n for g in kept for n in by_name[g]]))
     found = decision.within  # on the subset
-    result.search_images = sub.images
+    result.search_images = trials.sub.images
     for attempt in range(4):  # the chosen graph on all images; where the subset was optimistic, a longer prefix
-        data = graph(decision.kept)
+        data = trials.graph(decision.kept)
         with stages("final", f"scoring the chosen graph ({len(decision.kept)} layer(s) kept) on {ev.images} images"):
-            final = score(ev, decision.kept)
+            final = trials.score(ev, decision.kept)
         damage, k = final.damage(ev.reference_score), len(decision.kept)
         if damage <= opts.max_map_drop or not found or k >= len(order) or attempt == 3:
             break
         decision = Decision(order[: min(len(order), k + max(1, k // 2))], damage, False, decision.trials)
-    result.trials = len(scores)
+    result.trials = len(trials.scores)
     decision.damage, decision.within = damage, damage <= opts.max_map_drop
     result.decision, result.kept = decision, decision.kept
     result.final, result.damage = final, damage
