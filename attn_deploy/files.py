@@ -1,4 +1,5 @@
-"""Writing outputs so that a reader never sees half a file: temporary file, then rename."""
+"""Writing outputs so that a reader never sees half a file (temporary file, then rename), reading
+yaml safely, and keeping what libraries print off the terminal (``quiet``)."""
 
 from __future__ import annotations
 
