@@ -84,8 +84,9 @@ def run_qat(opts: QatOptions, progress: Progress = lambda _: None, net: Any = No
         quantized = fine_tune(net, Path(opts.data), images, recipe, log=progress)
     with stages("qdq", "exporting the quantized model to Q/DQ"):
         graph = clean(torch_to_onnx(quantized, spec), net.name, onnx_metadata(net, spec))
+        data = graph.SerializeToString()
     with stages("final", f"scoring the Q/DQ graph on {ev.images} images"):
-        final = ev.score(graph.SerializeToString())
+        final = ev.score(data)
     result = CalibResult(
         output=out, precision="int8", method="qat", calibration=origin, images=len(images), val=str(opts.data),
         budget=opts.max_map_drop, reference=float32,
@@ -93,7 +94,7 @@ def run_qat(opts: QatOptions, progress: Progress = lambda _: None, net: Any = No
         final=final, damage=final.damage(float32), coverage=coverage(graph, node_macs(onnx.load(str(src)))),
         min_int8=opts.min_int8)
     result.stages = {**stages.seconds, "total": stages.elapsed()}
-    write_result(src, graph.SerializeToString(), result, side or None)
+    write_result(src, data, result, side or None)
     if result.int8_enough:
         result.checkpoint = _save(quantized, out.with_name(f"{stem}.qat.pt"), recipe)
     return result

@@ -239,8 +239,7 @@ def _verify(net: Any, result: ShipResult, step: Step, say: Say) -> Path:
     r = verify_fork(net, opts.weights, opts.fork, verify_images(opts.data, opts.size, 2), opts.python)
     result.verify = r
     out = atomic_write(result.output / "verify.json", to_json(r.to_dict()).encode())
-    compared = sum(c.stats is not None for c in r.layers)
-    _judge(step, r.passed, r.failures(), f"{compared} layers and the output equal the fork's "
+    _judge(step, r.passed, r.failures(), f"{r.compared} layers and the output equal the fork's "
            f"(boxes {r.boxes.max_abs:.2g} px, scores {r.scores.max_abs:.2g})", [out])
     return out
 

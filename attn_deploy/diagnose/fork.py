@@ -68,6 +68,11 @@ class VerifyResult:
     score_tol: float = SCORE_TOL
 
     @property
+    def compared(self) -> int:
+        """Layers whose outputs were compared (the same shape on both sides)."""
+        return sum(c.stats is not None for c in self.layers)
+
+    @property
     def first_difference(self) -> LayerCheck | None:
         return next((c for c in self.layers if c.stats is not None and c.stats.rel > self.layer_tol), None)
 
@@ -97,7 +102,7 @@ class VerifyResult:
             "tolerances": {"layer_rel": self.layer_tol, "boxes_px": self.box_tol, "scores": self.score_tol},
             "boxes": self.boxes.to_dict(), "scores": self.scores.to_dict(),
             "first_difference": first.layer if first is not None else None,
-            "compared": sum(c.stats is not None for c in self.layers), "layers": [c.to_dict() for c in self.layers],
+            "compared": self.compared, "layers": [c.to_dict() for c in self.layers],
             "readings": self.readings,
         }
 
