@@ -61,7 +61,7 @@ def test_a_wrong_reading_is_named_at_its_layer(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setattr(cbam, "_SOURCES", tuple(s for s in cbam._SOURCES if s[0] != "f1"))
     code, doc, err = verify(path)
     assert code == 1 and doc["first_difference"] == 9, err
-    assert all(layer["error"]["rel"] == 0 for layer in doc["layers"][:9])
+    assert all(layer["error"]["rel"] < 1e-5 for layer in doc["layers"][:9])  # float noise: threads may differ
     assert "layer 9 (CBAM, the fork's CBAM) is the first that differs" in err
     assert doc["readings"][-1]["evidence"] is None  # the guess that was wrong, as the sidecar keeps it
 
