@@ -53,12 +53,13 @@ def run_qat(opts: QatOptions, progress: Progress = lambda _: None, net: Any = No
     import onnx
 
     from attn_deploy.calib.calibrate import CalibResult, Stages, write_result
-    from attn_deploy.calib.coverage import coverage, node_macs
+    from attn_deploy.calib.coverage import coverage
     from attn_deploy.calib.evaluate import Evaluator, calibration_images
     from attn_deploy.exporter import ExportSpec
     from attn_deploy.exporter.torch2onnx import clean, onnx_metadata, torch_to_onnx
     from attn_deploy.models import load_model
     from attn_deploy.models.quantized import is_quantized
+    from attn_deploy.onnxfile import node_macs
     from attn_deploy.sidecar import read_sidecar
     from attn_deploy.train.qat import QatRecipe, fine_tune
 

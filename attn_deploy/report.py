@@ -103,6 +103,58 @@ def export_table(r: ExportResult) -> Table:
     return t
 
 
+def targets_table(chosen: list[Any]) -> Table:
+    """``attn-deploy targets``: each box's TensorRT, parser table, GPU, precisions and DLA."""
+    t = Table(title="Deployment targets (--target NAME, or facts such as trt=8.6,dla=orin)")
+    for col in ("target", "TensorRT", "parser table, opsets", "GPU", "fast", "DLA", "INT8 by", "FP16 by"):
+        t.add_column(col, overflow="fold")
+    for x in chosen:
+        dla = f"{x.dla} x{x.dla_cores}" if x.dla else "none"
+        int8 = ("Q/DQ" + (" or calibrator" if x.implicit_int8 else "")) if "int8" in x.precisions else "no INT8"
+        fp16 = ("builder flag" if x.fp16_flag else "model types (AutoCast)") if "fp16" in x.precisions else "no FP16"
+        t.add_row(x.name, x.tensorrt, f"{x.parser}, {x.opsets[0]}-{x.opsets[1]}", x.gpu,
+                  " ".join(sorted(x.precisions)) or "fp32 only", dla, int8, fp16)
+    return t
+
+
+def target_lint_tables(results: list[Any]) -> list[Table]:
+    """``lint --target``: one row per target (parses or not, DLA share and switches), then each
+    refusal, then the layers that fall off each DLA."""
+    m = Table(title=f"{results[0].lint.path}: will it build, and where does it run?")
+    for col in ("target", "TensorRT", "parses", "on the DLA (MACs)", "DLA nodes", "DLA<->GPU copies"):
+        m.add_column(col, overflow="fold")
+    tables = [m]
+    for r in results:
+        d = r.dla
+        dla = ("-", "-", "-") if d is None else (
+            ("0% (" + d.refused + ")", "0", "-") if d.refused else
+            (f"{d.share:.1%}", f"{sum(p.dla for p in d.placements)}/{len(d.placements)}", str(d.switches)))
+        m.add_row(r.target.name, r.target.tensorrt, "yes" if r.passed else f"no: {len(r.lint.findings)} node(s)", *dla)
+        if not r.passed:
+            f = Table(title=f"{r.target.name}: what TensorRT {r.target.tensorrt}'s parser refuses ({r.lint.source})")
+            for col in ("node", "layer", "op", "reason", "what to do"):
+                f.add_column(col, overflow="fold")
+            for x in r.lint.findings:
+                layer = "" if x.layer is None else f"{x.layer} {r.modules.get(x.layer, '')}".strip()
+                f.add_row(x.node, layer, x.op, x.reason, x.fix)
+            tables.append(f)
+        if d is not None and not d.refused and d.fallbacks():
+            f = Table(title=f"{r.target.name}: layers with nodes off the DLA (each crossing is a copy)")
+            for col in ("layer", "module", "on DLA", "MACs on DLA", "falls back", "why (first)"):
+                f.add_column(col, overflow="fold")
+            first = {}
+            for p in d.fallbacks():
+                first.setdefault(p.layer, p.why)
+            for row in d.by_layer(r.modules):
+                if row["fallback_ops"]:
+                    share = "-" if row["dla_mac_share"] is None else f"{row['dla_mac_share']:.0%}"
+                    f.add_row("" if row["layer"] is None else str(row["layer"]), row["module"],
+                              f"{row['on_dla']}/{row['nodes']}", share, ", ".join(row["fallback_ops"]),
+                              first.get(row["layer"], ""))
+            tables.append(f)
+    return tables
+
+
 def lint_table(r: LintReport) -> Table:
     title = f"{r.path}: {r.nodes} nodes, TensorRT {r.tensorrt} parser: " + ("compatible" if r.passed else f"{len(r.findings)} problem(s)")
     t = Table(title=title)

@@ -14,7 +14,8 @@ import onnx
 import pytest
 from click.testing import CliRunner
 
-from attn_deploy.calib.coverage import coverage, node_macs
+from attn_deploy.calib.coverage import coverage
+from attn_deploy.onnxfile import node_macs
 from attn_deploy.calib.evaluate import FOLDS, Score
 from attn_deploy.calib.search import Decision, fewest_macs_out
 from attn_deploy.calib.surgery import keep_out

@@ -1,5 +1,5 @@
 """Imports point down (DESIGN.md): cli → calib → diagnose → parity/exporter → engines → models →
-data. Every import in every module counts, the lazy ones inside functions too: a backend
+data/targets (a deployment box's facts, read by lint, export and the engine steps). Every import in every module counts, the lazy ones inside functions too: a backend
 never imports calib or parity, and diagnose is used by neither engines nor parity. calib
 stands above diagnose: its INT8 search ranks layers by per-block parity of the naive graph."""
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import attn_deploy
 
 ROOT = Path(attn_deploy.__file__).parent
-LEVEL = {"data": 0, "ops": 0, "blocks": 1, "models": 1, "engines": 2, "parity": 3, "exporter": 3, "diagnose": 4, "train": 4, "calib": 5,
+LEVEL = {"data": 0, "ops": 0, "targets": 0, "blocks": 1, "models": 1, "engines": 2, "parity": 3, "exporter": 3, "diagnose": 4, "train": 4, "calib": 5,
          "report": 6, "htmlreport": 6, "shipping": 6, "serve": 6, "qat": 6, "cli": 7}
 NEUTRAL = {"__init__", "errors", "files", "sidecar", "onnxfile", "layouts"}  # read by every layer, import no layer
 # The package's face re-exports the layers' API on first use (PEP 562), above them all; the

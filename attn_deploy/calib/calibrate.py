@@ -27,7 +27,8 @@ from typing import Any
 import onnx
 
 from attn_deploy import layouts
-from attn_deploy.calib.coverage import Coverage, coverage, macs_out, node_macs
+from attn_deploy.calib.coverage import Coverage, coverage, macs_out
+from attn_deploy.onnxfile import node_macs
 from attn_deploy.calib.evaluate import Evaluator, Score, calibration_images
 from attn_deploy.calib.groups import Group, candidate_groups, compile_patterns, layer_nodes, nodes_matching
 from attn_deploy.calib.rank import LayerError

@@ -13,44 +13,12 @@ are read through a DequantizeLinear: what TensorRT fuses into an INT8 kernel.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
-from math import prod
 from typing import Any
 
 import onnx
 
-COMPUTE = ("Conv", "ConvTranspose", "MatMul", "Gemm")
-_LAYER = re.compile(r"^/model\.(\d+)/")
-
-
-def node_macs(model: onnx.ModelProto) -> dict[str, int]:
-    """Multiply-accumulates of every Conv, ConvTranspose, MatMul and Gemm of a float graph, by node name."""
-    inferred = onnx.shape_inference.infer_shapes(model)
-    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
-              for v in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]}
-    shapes.update({t.name: list(t.dims) for t in model.graph.initializer})
-    out: dict[str, int] = {}
-    for node in model.graph.node:
-        if node.op_type not in COMPUTE:
-            continue
-        y, a = shapes.get(node.output[0]), shapes.get(node.input[0])
-        b = shapes.get(node.input[1]) if len(node.input) > 1 else None
-        if not y or not b or not all(y) or not all(b):
-            continue
-        if node.op_type == "Conv":
-            out[node.name] = prod(y) * prod(b[1:])  # weight (C_out, C_in / groups, kh, kw)
-        elif node.op_type == "ConvTranspose":
-            out[node.name] = prod(a or [0]) * prod(b[1:])
-        else:  # MatMul, Gemm: the shared dimension of the two inputs
-            shared = b[-2] if node.op_type == "MatMul" or not _attr(node, "transB") else b[-1]
-            out[node.name] = prod(y) * shared
-    return out
-
-
-def _attr(node: onnx.NodeProto, name: str) -> int:
-    return next((a.i for a in node.attribute if a.name == name), 0)
-
+from attn_deploy.onnxfile import COMPUTE, layer_of
 
 @dataclass
 class Coverage:
@@ -68,8 +36,8 @@ class Coverage:
         """Share of the model's MACs each yaml layer keeps in float (``model.N``; other nodes apart)."""
         layers: dict[str, int] = {}
         for name, macs in self.floating.items():
-            m = _LAYER.match(name)
-            key = f"model.{m.group(1)}" if m else name
+            layer = layer_of(name)
+            key = f"model.{layer}" if layer is not None else name
             layers[key] = layers.get(key, 0) + macs
         return {k: v / self.total for k, v in sorted(layers.items(), key=lambda kv: -kv[1])} if self.total else {}
 

@@ -18,7 +18,6 @@ one graph that surgery and the search work on.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -27,9 +26,7 @@ import onnx
 
 from attn_deploy.calib.rank import LayerError
 from attn_deploy.exporter.layers import LayerRow
-
-_LAYER = re.compile(r"^/model\.(\d+)/")
-
+from attn_deploy.onnxfile import layer_of
 
 def pair_owners(model: onnx.ModelProto) -> dict[str, int]:
     """The quantized tensor of each QuantizeLinear -> the yaml layer of the first node reading
@@ -37,14 +34,14 @@ def pair_owners(model: onnx.ModelProto) -> dict[str, int]:
     made = {o: n for n in model.graph.node for o in n.output}
     owners: dict[str, int] = {}
     for node in model.graph.node:  # graph order: the first reader wins
-        m = _LAYER.match(node.name)
-        if m is None or node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+        layer = layer_of(node.name)
+        if layer is None or node.op_type in ("QuantizeLinear", "DequantizeLinear"):
             continue
         for t in node.input:
             dq = made.get(t)
             q = made.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
             if q is not None and q.op_type == "QuantizeLinear":
-                owners.setdefault(q.input[0], int(m.group(1)))
+                owners.setdefault(q.input[0], layer)
     return owners
 
 

@@ -1,4 +1,4 @@
-"""``models`` and ``info``: what is built in, and what a model holds."""
+"""``models``, ``info`` and ``targets``: what is built in, what a model holds, the boxes it can go to."""
 
 from __future__ import annotations
 
@@ -40,3 +40,17 @@ def info(model_name: str | None, cfg: str | None, weights: str | None, imgsz: tu
         emit_json(result.to_dict())
     else:
         console().print(info_table(result))
+
+
+@main.command()
+@json_option
+def targets(as_json: bool) -> None:
+    """List the deployment targets: TensorRT, parser table and opsets, GPU precisions, DLA."""
+    from attn_deploy.report import targets_table
+    from attn_deploy.targets import targets as named
+
+    if as_json:
+        emit_json({"targets": [{**t.to_dict(), "description": t.description,
+                                "sources": {k: t.source_of(k) for k in t.sources}} for t in named()]})
+    else:
+        console().print(targets_table(named()))

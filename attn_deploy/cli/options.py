@@ -56,6 +56,27 @@ def model_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
+TARGET_HELP = ("The box it will run on: a name from 'attn-deploy targets' (orin-jp6, nano-jp4.6, ...) or its "
+               "facts, e.g. trt=8.6,dla=orin.")
+
+
+class TargetType(click.ParamType):
+    """--target NAME or facts (``attn_deploy.targets.get_target``); a bad one is one line, exit 2."""
+
+    name = "TARGET"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        from attn_deploy.targets import Target, get_target
+
+        if isinstance(value, Target):
+            return value
+        return get_target(str(value))
+
+
+def target_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--target", type=TargetType(), help=TARGET_HELP)(f)
+
+
 def json_option(f: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")(f)
 

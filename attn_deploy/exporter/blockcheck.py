@@ -221,10 +221,10 @@ def _frozen_size_hint(cls: type) -> str:
 
 def name_lint_findings(net: nn.Module, findings: list[Any]) -> None:
     """Prefix each lint finding inside a user block's nodes with the block's name (in place)."""
-    from attn_deploy.exporter.layers import SCOPE
+    from attn_deploy.onnxfile import layer_of
 
     layers = user_layers(net)
     for f in findings:
-        m = SCOPE.match(f.node)
-        if m and int(m.group(1)) in layers:
-            f.reason = f"{_label(int(m.group(1)), layers[int(m.group(1))])}: {f.reason}"
+        layer = layer_of(f.node)
+        if layer in layers:
+            f.reason = f"{_label(layer, layers[layer])}: {f.reason}"

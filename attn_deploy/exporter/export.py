@@ -14,13 +14,16 @@ from attn_deploy.exporter.layers import find_boundaries, model_rows
 from attn_deploy.exporter.lint import LintReport, lint_onnx
 from attn_deploy.exporter.nms import NmsOptions, append_nms
 from attn_deploy.exporter.parity_check import check_export
-from attn_deploy.exporter.torch2onnx import ExportSpec, clean, onnx_metadata, torch_to_onnx
+from attn_deploy.exporter.torch2onnx import MAX_OPSET, MIN_OPSET, ExportSpec, clean, onnx_metadata, torch_to_onnx
 from attn_deploy.files import all_or_nothing, atomic_write, check_writable, sha256, to_json
 from attn_deploy.models.heads import Detector, Head, head_of
 from attn_deploy.models.quantized import is_quantized
 from attn_deploy.models.yolo import check_imgsz
 from attn_deploy.parity.tensor import TensorParity, Tolerances
 from attn_deploy.sidecar import read_sidecar
+from attn_deploy.targets import Target, parser_table
+from attn_deploy.targets.dla import dla_report
+from attn_deploy.targets.rewrite import Rewrite, rewrite_for
 
 __all__ = ["ExportResult", "export_model", "layer_table", "read_sidecar", "sidecar"]
 
@@ -74,13 +77,18 @@ class ExportResult:
 def export_model(
     net: Detector, output: str | Path | None = None, spec: ExportSpec = ExportSpec(),
     nms: NmsOptions | None = None, check: bool = True, tol: Tolerances | None = None,
-    source: dict[str, Any] | None = None, progress: Progress | None = None,
+    source: dict[str, Any] | None = None, progress: Progress | None = None, target: Target | None = None,
 ) -> ExportResult:
     """Export ``net`` and write the ONNX file and its sidecar atomically.
 
     Parity tolerances default to a multiple of the model's own float32 noise
     (``parity_check.check_export``); ``tol`` fixes them instead. The graph's output is the
-    model's as it stands: for YOLO26's end-to-end top-k, ``heads.set_end2end(net)`` first."""
+    model's as it stands: for YOLO26's end-to-end top-k, ``heads.set_end2end(net)`` first.
+
+    ``target``: a deployment box (``attn_deploy.targets``): its TensorRT's opsets bound the
+    export's, the nodes its parser refuses are rewritten where an exact rewrite exists
+    (``targets/rewrite.py``) before the parity check judges the rewritten graph, lint uses its
+    parser table, and with a DLA the sidecar says where each layer would run."""
     import onnx
 
     say = progress or (lambda _msg: None)
@@ -104,13 +112,14 @@ def export_model(
     plain = clean(raw, net.name, meta)
     final = (clean(append_nms(onnx.load_from_string(raw), nms, head.layout).SerializeToString(), net.name, meta)
              if nms else plain)
+    rewrites = for_target(plain, final, target) if target is not None else []
     onnx.checker.check_model(final, full_check=True)
     data = final.SerializeToString()
     lint = parity = None
     quantized = is_quantized(net)
     if check:
         say("checking TensorRT compatibility")
-        lint = lint_onnx(final)
+        lint = lint_onnx(final, target)
         name_lint_findings(net, lint.findings)
     if check and not quantized:  # fake quantization rounds values on a step's edge either way: judge detections
         say("checking ONNX Runtime against PyTorch")
@@ -121,12 +130,48 @@ def export_model(
         seconds=0.0, head=head, lint=lint, parity=parity,
         extra={"parity_note": QUANTIZED_NOTE} if check and quantized else {},
     )
+    if target is not None:
+        result.extra["target"] = target_section(final, target, rewrites, layer_modules(net))
     doc = to_json(sidecar(net, final, result, source)).encode()
     with all_or_nothing() as written:
         written.append(atomic_write(path, data))
         written.append(atomic_write(result.sidecar, doc))
     result.seconds = time.perf_counter() - start
     return result
+
+
+def target_opset(target: Target, asked: int | None) -> int:
+    """The opset to export for ``target``: the one asked for if its parser takes it (else a user
+    error), otherwise the highest both we and it take, at most our default 17."""
+    low, high = max(MIN_OPSET, target.opsets[0]), min(MAX_OPSET, target.opsets[1])
+    if asked is None:
+        return min(high, ExportSpec.opset)
+    if not low <= asked <= high:
+        raise UserError(f"--opset {asked}: {target.name}'s TensorRT {target.tensorrt} parses opsets "
+                        f"{target.opsets[0]} to {target.opsets[1]}; leave --opset out to get {min(high, ExportSpec.opset)}")
+    return asked
+
+
+def for_target(plain: Any, final: Any, target: Target) -> list[Rewrite]:
+    """Rewrite, in place, what ``target``'s parser refuses in both graphs (the checked one and the
+    written one, the same graph unless an NMS tail was added)."""
+    table = parser_table(target.parser)
+    done = rewrite_for(plain, table, target)
+    if final is not plain:
+        rewrite_for(final, table, target)
+    return done
+
+
+def target_section(proto: Any, target: Target, rewrites: list[Rewrite], modules: dict[int, str]) -> dict[str, Any]:
+    """The sidecar's ``target``: its facts, the rewrites applied, and with a DLA where each layer runs."""
+    doc: dict[str, Any] = {**target.to_dict(), "rewrites": [r.to_dict() for r in rewrites]}
+    if target.dla is not None:
+        doc["dla_placement"] = dla_report(proto, target).to_dict(modules)
+    return doc
+
+
+def layer_modules(net: Detector) -> dict[int, str]:
+    return {row.index: row.module for row in model_rows(net)}
 
 
 def _check_head(net: Detector, head: Head, spec: ExportSpec, nms: NmsOptions | None) -> None:

@@ -13,13 +13,13 @@ precision groups from the scopes, ``parity --per-block`` reads and extracts the 
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import onnx
 
-SCOPE = re.compile(r"^/model\.(\d+)/")
+from attn_deploy.onnxfile import layer_of
+
 GRAPH_INPUT = "images"
 # inserted between layers by calib (Model Optimizer's Q/DQ, AutoCast's casts); never a layer's own
 TRANSPARENT = {"QuantizeLinear", "DequantizeLinear", "Cast"}
@@ -58,8 +58,7 @@ class LayerRow:
 
 
 def scope_of(node: onnx.NodeProto) -> int | None:
-    m = SCOPE.match(node.name)
-    return int(m.group(1)) if m else None
+    return layer_of(node.name)
 
 
 def split_merged_concats(graph: onnx.GraphProto) -> int:

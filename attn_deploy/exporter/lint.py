@@ -1,40 +1,36 @@
 """Will TensorRT's ONNX parser take this graph? A check of every node, before any GPU.
 
-Checks, per node: the op exists in TensorRT's support table (``tensorrt_ops.csv``: TensorRT
-10.15's parser matrix) and is supported; its data tensor's type is one TensorRT accepts for
-that op; the restrictions that can occur in detector graphs (constant axes, pooling rank and
-dilation, Resize modes, TopK's K, ScatterND reduction, symmetric Q/DQ, static EyeLike). Per
-graph: no custom op domains, no float64 anywhere, UINT8 only at the graph's edges.
+Checks, per node: the op exists in the parser's support table for the TensorRT in question
+(``attn_deploy/targets/parser/trt-V.csv``: 10.15 by default, a target's own with ``target``)
+and is supported; its data tensor's type is one that TensorRT accepts for that op (8.x narrows
+INT64 to INT32 and says so in its table's notes, so INT64 passes where INT32 does); the
+restrictions that can occur in detector graphs (constant axes, pooling rank and dilation,
+Resize modes, TopK's K, ScatterND reduction, symmetric Q/DQ, static EyeLike) and those a
+version's table adds (``axes``, ``K``, NMS thresholds as constants). Per graph: the opset within
+the parser's range, no custom op domains, no float64 anywhere, UINT8 only at the graph's edges.
+Each finding names its yaml layer (from the node's scope) and the table it comes from.
 """
 
 from __future__ import annotations
 
-import csv
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from importlib import resources
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from attn_deploy.onnxfile import read_onnx
+from attn_deploy.onnxfile import layer_of, read_onnx
+from attn_deploy.targets import OpSupport, parser_table, table_source
+from attn_deploy.targets.rewrite import REWRITES
+
+if TYPE_CHECKING:
+    from attn_deploy.targets import Target
 
 TRT_VERSION = "10.15"
-SOURCE = "onnx/onnx-tensorrt docs/operators.md (TensorRT 10.15)"
 STANDARD_DOMAINS = ("", "ai.onnx")
 
 
-@dataclass(frozen=True)
-class OpSupport:
-    op: str
-    supported: bool
-    types: frozenset[str]
-    note: str
-
-
-def support_table() -> dict[str, OpSupport]:
-    text = resources.files("attn_deploy.exporter").joinpath("tensorrt_ops.csv").read_text()
-    rows = csv.DictReader(line for line in text.splitlines() if not line.startswith("#"))
-    return {r["op"]: OpSupport(r["op"], r["supported"] == "Y", frozenset(r["types"].split()), r["note"]) for r in rows}
+def support_table(version: str = TRT_VERSION) -> dict[str, OpSupport]:
+    return parser_table(version)
 
 
 @dataclass
@@ -43,8 +39,9 @@ class Finding:
     op: str
     reason: str
     fix: str
+    layer: int | None = None  # the yaml layer whose scope the node is in
 
-    def to_dict(self) -> dict[str, str]:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -57,7 +54,9 @@ class LintReport:
     ops: dict[str, int]
     findings: list[Finding] = field(default_factory=list)
     tensorrt: str = TRT_VERSION
-    source: str = SOURCE
+    source: str = field(default_factory=lambda: table_source(TRT_VERSION))
+    target: str | None = None
+    opset: int | None = None
 
     @property
     def passed(self) -> bool:
@@ -68,8 +67,9 @@ class LintReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "path": self.path, "passed": self.passed, "tensorrt": self.tensorrt, "source": self.source,
-            "nodes": self.nodes, "ops": self.ops, "findings": [f.to_dict() for f in self.findings],
+            "path": self.path, "passed": self.passed, "target": self.target, "tensorrt": self.tensorrt,
+            "source": self.source, "opset": self.opset, "nodes": self.nodes, "ops": self.ops,
+            "findings": [f.to_dict() for f in self.findings],
         }
 
 
@@ -82,7 +82,7 @@ TYPE_FROM_OUTPUT = {"Constant", "ConstantOfShape", "RandomNormal", "RandomUnifor
 FIXES = {
     "custom": "re-export with standard ONNX ops only; attn-deploy's modules need no plugin",
     "unsupported": "rewrite the layer with supported ops (or do this step outside the engine)",
-    "unknown": "TensorRT 10.x does not know this op: rewrite it with ops from its support table",
+    "unknown": "this TensorRT does not know the op: rewrite it with ops from its support table",
     "double": "cast to float32 in the model before export",
     "int": "keep integer math on shapes and indices; do arithmetic on float tensors",
     "uint8": "use UINT8 only as a network input or output; cast to float inside",
@@ -94,12 +94,17 @@ FIXES = {
     "scatter": "use ScatterND without reduction",
     "zero_point": "quantize symmetrically (zero point 0), as NVIDIA Model Optimizer does",
     "eye": "build the identity mask from Range and Equal on the dynamic size",
+    "opset": "export with an opset the target parses (export --target picks one)",
+    "version": "rewrite the layer with ops this TensorRT has (export --target applies the known rewrites)",
+    "k": "make K a constant (a fixed number of detections)",
+    "nms": "make the NMS thresholds and box count constants",
 }
 
 
-def lint_onnx(model: str | Path | "onnx.ModelProto") -> LintReport:  # noqa: F821
-    """Check an ONNX file (or loaded model) against TensorRT's parser support table; a file that
-    is not a valid ONNX model at all is a user error (``onnxfile.read_onnx``), not a finding."""
+def lint_onnx(model: str | Path | "onnx.ModelProto", target: "Target | None" = None) -> LintReport:  # noqa: F821
+    """Check an ONNX file (or loaded model) against TensorRT's parser support table: TensorRT
+    10.15's, or ``target``'s own TensorRT's. A file that is not a valid ONNX model at all is a
+    user error (``onnxfile.read_onnx``), not a finding."""
     import onnx
 
     proto, path = _load(model)
@@ -107,15 +112,65 @@ def lint_onnx(model: str | Path | "onnx.ModelProto") -> LintReport:  # noqa: F82
         proto = onnx.shape_inference.infer_shapes(proto, strict_mode=False, data_prop=True)
     except Exception:  # noqa: BLE001 - types are then judged from what the file declares
         pass
+    version = target.parser if target else TRT_VERSION
     types, shapes = _value_types(proto)
     consts = _constants(proto)
-    table = support_table()
-    report = LintReport(path, len(proto.graph.node), dict(Counter(n.op_type for n in proto.graph.node)))
+    table = support_table(version)
+    opset = next((o.version for o in proto.opset_import if o.domain in STANDARD_DOMAINS), None)
+    report = LintReport(path, len(proto.graph.node), dict(Counter(n.op_type for n in proto.graph.node)),
+                        tensorrt=target.tensorrt if target else TRT_VERSION, source=table_source(version),
+                        target=target.name if target else None, opset=opset)
+    if target and opset is not None and not target.opsets[0] <= opset <= target.opsets[1]:
+        low, high = target.opsets
+        report.findings.append(Finding("(graph)", "(opset)", f"opset {opset}; TensorRT {target.tensorrt} parses "
+                                       f"opsets {low} to {high}", FIXES["opset"]))
+    narrow = target is not None and target.version < (10,)
     edges = {v.name for v in list(proto.graph.input) + list(proto.graph.output)}
     for node in proto.graph.node:
-        report.findings.extend(_check_node(node, table, types, shapes, consts, edges))
+        found = _check_node(node, table, types, shapes, consts, edges, report.tensorrt, narrow)
+        for f in found:
+            f.layer = layer_of(node.name)
+        report.findings.extend(found)
     report.findings.extend(_check_tensors(proto, types))
     return report
+
+
+@dataclass
+class TargetLint:
+    """One target's verdict on a graph: its parser's findings and, with a DLA, the placement."""
+
+    target: "Target"
+    lint: LintReport
+    dla: Any = None  # targets.dla.DlaReport
+    modules: dict[int, str] = field(default_factory=dict)  # yaml layer -> its module, from the sidecar
+
+    @property
+    def passed(self) -> bool:
+        return self.lint.passed
+
+    def to_dict(self) -> dict[str, Any]:
+        findings = [{**f.to_dict(), "module": self.modules.get(f.layer) if f.layer is not None else None}
+                    for f in self.lint.findings]
+        return {"target": self.target.to_dict(), "passed": self.passed, "source": self.lint.source,
+                "opset": self.lint.opset, "findings": findings,
+                "dla": self.dla.to_dict(self.modules) if self.dla is not None else None}
+
+
+def lint_targets(onnx_file: str | Path, chosen: list["Target"]) -> list[TargetLint]:
+    """``lint_onnx`` for each target, with the DLA placement where the target has one; yaml
+    layers are named from the export sidecar when there is one."""
+    from attn_deploy.sidecar import read_sidecar
+    from attn_deploy.targets.dla import dla_report
+
+    proto = read_onnx(onnx_file)
+    side = read_sidecar(onnx_file) or {}
+    modules = {int(r["index"]): str(r["module"]) for r in side.get("layers") or [] if isinstance(r, dict) and "index" in r}
+    out = []
+    for t in chosen:
+        report = lint_onnx(proto, t)
+        report.path = str(onnx_file)
+        out.append(TargetLint(t, report, dla_report(proto, t) if t.dla else None, modules))
+    return out
 
 
 def _load(model: Any) -> tuple[Any, str]:
@@ -162,25 +217,31 @@ def _value_types(proto: Any) -> tuple[dict[str, str], dict[str, list[int | str]]
     return types, shapes
 
 
-def _check_node(node: Any, table: dict[str, OpSupport], types: dict[str, str],
-                shapes: dict[str, list[int | str]], consts: dict[str, Any], edges: set[str]) -> list[Finding]:
+def _check_node(node: Any, table: dict[str, OpSupport], types: dict[str, str], shapes: dict[str, list[int | str]],
+                consts: dict[str, Any], edges: set[str], trt: str = TRT_VERSION, narrow: bool = False) -> list[Finding]:
     name = node.name or (node.output[0] if node.output else "?")
     if node.domain not in STANDARD_DOMAINS:
         return [Finding(name, node.op_type, f"custom domain '{node.domain}' (a plugin or runtime-specific op)", FIXES["custom"])]
     spec = table.get(node.op_type)
     if spec is None:
-        return [Finding(name, node.op_type, "not in TensorRT 10.x's ONNX operator table", FIXES["unknown"])]
+        fix = FIXES["version"] if node.op_type in REWRITES else FIXES["unknown"]
+        return [Finding(name, node.op_type, f"not in TensorRT {trt}'s ONNX operator table", fix)]
     if not spec.supported:
-        return [Finding(name, node.op_type, "not supported by TensorRT's ONNX parser", FIXES["unsupported"])]
+        fix = FIXES["version"] if node.op_type in REWRITES else FIXES["unsupported"]
+        return [Finding(name, node.op_type, f"not supported by TensorRT {trt}'s ONNX parser", fix)]
     found = []
     data = node.output[0] if node.op_type in TYPE_FROM_OUTPUT else (node.input[0] if node.input else "")
     dtype = types.get(data)
+    if narrow and dtype in ("INT64", "DOUBLE"):  # 8.x casts these down (its tables' notes)
+        dtype = {"INT64": "INT32", "DOUBLE": "FP32"}[dtype]
     if dtype and spec.types and dtype not in spec.types and not (dtype == "UINT8" and data in edges):
         fix = FIXES["double"] if dtype == "DOUBLE" else FIXES["int"]
         found.append(Finding(name, node.op_type, f"{dtype} input; TensorRT takes {' '.join(sorted(spec.types))} here", fix))
     check = RESTRICTIONS.get(node.op_type) or (_reduce_axes if node.op_type.startswith("Reduce") else None)
     if check is not None:
         found.extend(Finding(name, node.op_type, reason, fix) for reason, fix in check(node, shapes, consts))
+    for rule in spec.rules:
+        found.extend(Finding(name, node.op_type, reason, fix) for reason, fix in VERSION_RULES[rule](node, consts))
     return found
 
 
@@ -275,6 +336,25 @@ def _qdq(node: Any, shapes: Any, consts: dict[str, Any]) -> list[tuple[str, str]
 def _as_str(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
+
+def _axes_constant(node: Any, consts: dict[str, Any]) -> list[tuple[str, str]]:
+    i = 3 if node.op_type == "Slice" else 1
+    return [] if _const_input(node, i, consts) else [("axes must be a constant on this TensorRT", FIXES["axes"])]
+
+
+def _k_constant(node: Any, consts: dict[str, Any]) -> list[tuple[str, str]]:
+    return [] if _const_input(node, 1, consts) else [("K must be a constant on this TensorRT", FIXES["k"])]
+
+
+def _inputs_constant(node: Any, consts: dict[str, Any]) -> list[tuple[str, str]]:
+    ok = all(_const_input(node, i, consts) for i in (2, 3, 4))
+    return [] if ok else [("box count and thresholds must be constants on this TensorRT", FIXES["nms"])]
+
+
+# the restrictions a version's table adds (tools/parser_tables.py RULES)
+VERSION_RULES: dict[str, Callable[[Any, dict[str, Any]], list[tuple[str, str]]]] = {
+    "axes-constant": _axes_constant, "k-constant": _k_constant, "inputs-constant": _inputs_constant,
+}
 
 RESTRICTIONS: dict[str, Check] = {
     "Squeeze": _squeeze_axes, "Unsqueeze": _squeeze_axes, "MaxPool": _pool, "AveragePool": _pool,
