@@ -35,6 +35,7 @@ from typing import Any
 from attn_deploy import __version__
 from attn_deploy.errors import AttnDeployError, UserError
 from attn_deploy.files import all_or_nothing, atomic_write, check_writable, to_json
+from attn_deploy.targets import check_precision
 
 PRECISIONS = ("int8", "fp16", "fp32")
 STEPS = ("verify", "export", "calib", "build", "parity", "report")
@@ -80,6 +81,7 @@ class ShipOptions:
     qat: int | None = None  # int8: epochs of quantization-aware fine-tuning instead of calibration
     fork: str | Path | None = None
     python: str | None = None
+    target: Any = None  # attn_deploy.targets.Target: export, calib and build for that box
 
     @property
     def size(self) -> tuple[int, int]:
@@ -157,7 +159,8 @@ class ShipResult:
             "deployable": self.deployable.name if self.deployable else None,
             "tensorrt": self.tensorrt, "failed": self.failed, "exit_code": self.exit_code,
             "steps": [s.to_dict() for s in self.steps], "artefacts": self.artefacts(),
-            "options": {**asdict(self.options), "imgsz": list(self.options.size)},
+            "options": {**asdict(self.options), "imgsz": list(self.options.size),
+                        "target": self.options.target.to_dict() if self.options.target is not None else None},
         }
 
 
@@ -246,11 +249,13 @@ def _verify(net: Any, result: ShipResult, step: Step, say: Say) -> Path:
 
 def _export(net: Any, result: ShipResult, step: Step, say: Say) -> Path:
     from attn_deploy.exporter import ExportSpec, export_model
+    from attn_deploy.exporter.export import target_opset
 
     opts = result.options
-    spec = ExportSpec(opts.size, opts.batch, opts.dynamic, opts.opset)
+    spec = ExportSpec(opts.size, opts.batch, opts.dynamic,
+                      target_opset(opts.target, None) if opts.target is not None else opts.opset)
     source = {k: str(v) for k, v in (("model", opts.model), ("cfg", opts.cfg), ("weights", opts.weights)) if v}
-    r = export_model(net, result.output / f"{net.name}.onnx", spec, source=source, progress=say)
+    r = export_model(net, result.output / f"{net.name}.onnx", spec, source=source, progress=say, target=opts.target)
     result.export = r
     _judge(step, r.passed, r.failures(), "linted for TensorRT; ONNX Runtime matches PyTorch", [r.onnx, r.sidecar])
     return Path(r.onnx)
@@ -290,7 +295,7 @@ def _build(src: Path, result: ShipResult, step: Step, say: Say) -> Path:
     from attn_deploy.engines.build import BuildOptions, build_engine
 
     say(f"building the TensorRT engine from {src.name}")
-    r = build_engine(src, src.with_suffix(".engine"), BuildOptions(result.options.precision))
+    r = build_engine(src, src.with_suffix(".engine"), BuildOptions(result.options.precision, target=result.options.target))
     result.build = r
     plan = r.sidecar["plan"]["note"] or result.options.precision
     step.status, step.why = "pass", f"TensorRT {r.sidecar['tensorrt']}; {plan}"
@@ -394,6 +399,8 @@ def _check_options(opts: ShipOptions) -> None:
 
     if opts.precision not in PRECISIONS:
         raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, not {opts.precision!r}")
+    if opts.target is not None:
+        check_precision(opts.target, opts.precision)
     ExportSpec(opts.size, opts.batch, opts.dynamic, opts.opset).check()
     if opts.precision != "fp32" and opts.data is None:
         raise UserError(f"--precision {opts.precision} needs --data",

@@ -3,6 +3,8 @@ quantization-aware fine-tuning of the PyTorch model, scored the same way."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from attn_deploy.cli.group import main
@@ -16,6 +18,7 @@ from attn_deploy.cli.options import (
     json_option,
     model_options,
     report_option,
+    target_option,
     write_report,
 )
 
@@ -39,15 +42,25 @@ from attn_deploy.cli.options import (
 @click.option("--qat", "qat_epochs", type=click.IntRange(1, 1000),
               help="INT8 by quantization-aware fine-tuning for N epochs instead (the model the export sidecar names; "
                    "--data: a data.yaml).")
+@target_option
 @report_option
 @json_option
 def calib(
     onnx_file: str, precision: str, data: str | None, images: int, method: str, exclude: tuple[str, ...],
     val: str | None, max_map_drop: float, output: str | None, cache: str | None, min_int8: float,
-    qat_epochs: int | None, report_dir: str | None, as_json: bool,
+    qat_epochs: int | None, target: Any, report_dir: str | None, as_json: bool,
 ) -> None:
-    """FP16 or INT8 (Q/DQ) ONNX from a float32 one, measured on validation images (exit 1 over budget)."""
+    """FP16 or INT8 (Q/DQ) ONNX from a float32 one, measured on validation images (exit 1 over budget).
+    With --target: a precision that box's GPU lacks is refused, and a --cache it cannot use."""
     check_report(report_dir)
+    if target is not None:
+        from attn_deploy.errors import UserError
+        from attn_deploy.targets import check_precision
+
+        check_precision(target, precision)
+        if cache and not target.implicit_int8:
+            raise UserError(f"--cache: {target.name}'s TensorRT {target.tensorrt} has no implicit INT8 calibrator; "
+                                   "it builds the Q/DQ graph itself")
     from attn_deploy.calib.calibrate import CalibOptions, calibrate
     from attn_deploy.report import calib_table
 

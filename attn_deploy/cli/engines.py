@@ -15,6 +15,7 @@ from attn_deploy.cli.options import (
     emit_json,
     json_option,
     report_option,
+    target_option,
     write_report,
 )
 
@@ -32,13 +33,15 @@ from attn_deploy.cli.options import (
 @click.option("--dla-core", type=click.IntRange(0, 15), help="Build for this DLA core (Jetson AGX/NX).")
 @click.option("--gpu-fallback", is_flag=True, help="With --dla-core: layers DLA cannot run go to the GPU.")
 @click.option("--calib-cache", type=click.Path(dir_okay=False), help="Implicit INT8 (TensorRT 8.x-10.x): the cache 'calib --cache' wrote.")
+@target_option
 @json_option
 def build(
     onnx_file: str, output: str | None, precision: str, workspace: float | None, min_shape: str | None,
     opt_shape: str | None, max_shape: str | None, timing_cache: str | None, dla_core: int | None,
-    gpu_fallback: bool, calib_cache: str | None, as_json: bool,
+    gpu_fallback: bool, calib_cache: str | None, target: Any, as_json: bool,
 ) -> None:
-    """Build a TensorRT engine from ONNX_FILE (FILE.engine + FILE.engine.json)."""
+    """Build a TensorRT engine from ONNX_FILE (FILE.engine + FILE.engine.json). With --target: its
+    precisions, DLA and builder features are checked first, and this machine's TensorRT must be its."""
     from pathlib import Path
 
     from attn_deploy.engines.build import BuildOptions, build_engine, parse_shape
@@ -49,7 +52,7 @@ def build(
         raise click.BadParameter("give all three of --min-shape, --opt-shape, --max-shape", param_hint="--min-shape")
     shapes = tuple(parse_shape(x) for x in given) if given else None
     opts = BuildOptions(precision, workspace, shapes, Path(timing_cache) if timing_cache else None, dla_core, gpu_fallback,
-                        Path(calib_cache) if calib_cache else None)
+                        Path(calib_cache) if calib_cache else None, target)
     with Spinner("building the engine"):
         result = build_engine(onnx_file, output, opts)
     if as_json:

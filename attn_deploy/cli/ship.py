@@ -17,6 +17,7 @@ from attn_deploy.cli.options import (
     gate,
     json_option,
     model_options,
+    target_option,
 )
 
 
@@ -48,13 +49,15 @@ from attn_deploy.cli.options import (
 @click.option("--fork", type=click.Path(file_okay=False),
               help="First verify the rebuild against the fork's own code (see 'verify'; its code runs).")
 @click.option("--python", type=click.Path(dir_okay=False), help="With --fork: the fork environment's interpreter.")
+@target_option
 @json_option
 def ship(
     model_name: str | None, cfg: str | None, weights: str | None, data: str | None, precision: str,
     imgsz: tuple[int, int], batch: int, dynamic: bool, end2end: bool, max_det: int, output: str | None, force: bool,
     max_images: int | None,
     max_map_drop: float, min_agreement: float, on_error: str, calib_images: int, method: str,
-    exclude: tuple[str, ...], min_int8: float, qat: int | None, fork: str | None, python: str | None, as_json: bool,
+    exclude: tuple[str, ...], min_int8: float, qat: int | None, fork: str | None, python: str | None, target: Any,
+    as_json: bool,
 ) -> None:
     """Export, calibrate, build (where TensorRT is) and check against PyTorch, into one folder (exit 1 at a failed gate)."""
     from attn_deploy.shipping import ShipOptions, steps_table
@@ -64,7 +67,7 @@ def ship(
                        output=output, force=force,
                        max_images=max_images, min_agreement=min_agreement, max_map_drop=max_map_drop, on_error=on_error,
                        calib_images=calib_images, method=method, exclude=exclude, min_int8=min_int8, qat=qat,
-                       fork=fork, python=python)
+                       fork=fork, python=python, target=target)
     spinner = Spinner("shipping")
     with spinner as status:
         result = run_ship(opts, progress=status, notice=lambda line: _say(spinner, line))

@@ -22,6 +22,7 @@ from attn_deploy.engines.trt import gpu_info, require_tensorrt
 from attn_deploy.errors import UserError
 from attn_deploy.files import atomic_write, sha256, to_json
 from attn_deploy.sidecar import read_sidecar
+from attn_deploy.targets import check_build
 
 PRECISIONS = ("fp32", "fp16", "int8", "best")
 QDQ = {"QuantizeLinear", "DequantizeLinear"}
@@ -72,6 +73,24 @@ def plan_build(carried: str, requested: str, trt_major: int, onnx_name: str = "F
     return Plan(fp16=True, note="float32 ONNX: TensorRT's FP16 flag" + (" (best: INT8 needs a Q/DQ ONNX)" if requested == "best" else ""))
 
 
+def _dla_placement(model: onnx.ModelProto, opts: BuildOptions, name: str) -> dict[str, Any] | None:
+    """With --dla-core on a target: where each layer would run (``targets/dla.py``); a graph the
+    DLA cannot take at all, or one with layers off it and no --gpu-fallback, is refused here."""
+    from attn_deploy.targets.dla import dla_report
+
+    if opts.dla_core is None:
+        return None
+    report = dla_report(model, opts.target)
+    if report.refused:
+        raise UserError(f"--dla-core: {name}: {report.refused}")
+    off = report.fallbacks()
+    if off and not opts.gpu_fallback:
+        raise UserError(f"--dla-core: {len(off)} node(s) of {name} cannot run on {opts.target.name}'s DLA (first: "
+                        f"{off[0].node}, {off[0].why[:60]}); add --gpu-fallback to run them on the GPU")
+    doc = report.to_dict()
+    return {k: doc[k] for k in ("nodes", "on_dla", "dla_mac_share", "switches", "subgraphs")}
+
+
 def parse_shape(text: str) -> Shape:
     """'1x3x640x640' -> (1, 3, 640, 640)."""
     if not re.fullmatch(r"\d+(x\d+)*", text.strip()):
@@ -92,6 +111,7 @@ class BuildOptions:
     dla_core: int | None = None
     gpu_fallback: bool = False
     calib_cache: Path | None = None  # implicit INT8 (TensorRT 8.x-10.x) from 'calib --cache'
+    target: Any = None  # attn_deploy.targets.Target: the box the engine is for
 
 
 @dataclass
@@ -137,7 +157,16 @@ def build_engine(onnx_path: str | Path, output: str | Path | None, opts: BuildOp
     export = read_sidecar(src)
     profile = input_profile(model, opts.shapes, export)
     carried = onnx_precision(model)
+    if opts.target is not None:  # decided for the target before any TensorRT is asked
+        check_build(opts.target, opts.precision, carried, opts.dla_core, opts.calib_cache is not None)
+        plan_build(carried, opts.precision, opts.target.version[0], src.name, opts.calib_cache is not None)
+        placement = _dla_placement(model, opts, src.name)
+    else:
+        placement = None
     trt = require_tensorrt()
+    if opts.target is not None and tuple(int(p) for p in trt.__version__.split(".")[:2]) != opts.target.version[:2]:
+        raise UserError(f"this machine's TensorRT {trt.__version__} cannot build for {opts.target.name} (TensorRT "
+                        f"{opts.target.tensorrt}): engines do not move between TensorRT versions; build on the box")
     if opts.calib_cache is not None and not opts.calib_cache.is_file():
         raise UserError(f"calibration cache not found: {opts.calib_cache}")
     plan = plan_build(carried, opts.precision, int(trt.__version__.split(".")[0]), src.name, opts.calib_cache is not None)
@@ -150,6 +179,7 @@ def build_engine(onnx_path: str | Path, output: str | Path | None, opts: BuildOp
         "profiles": [{"input": profile[0], "min": profile[1][0], "opt": profile[1][1], "max": profile[1][2]}] if profile else [],
         "onnx": {"file": src.name, "sha256": sha256(raw)}, "export": export,
         "dla": {"core": opts.dla_core, "gpu_fallback": opts.gpu_fallback} if opts.dla_core is not None else None,
+        "target": {**opts.target.to_dict(), "dla_placement": placement} if opts.target is not None else None,
         "calib_cache": {"path": str(opts.calib_cache.resolve()), "sha256": sha256(opts.calib_cache.read_bytes())}
         if plan.int8 and opts.calib_cache else None,
         "build_seconds": round(time.perf_counter() - start, 1),

@@ -161,7 +161,7 @@ def from_facts(spec: str) -> Target:
         facts[key] = value
     trt = facts.get("trt")
     if not trt or not re.fullmatch(r"\d+(\.\d+){0,2}", trt):
-        raise UserError(f"target facts {spec!r}: trt=VERSION is needed (e.g. trt=8.6)")
+        raise UserError(f"target facts {spec!r}: trt= takes a TensorRT version such as 8.6 or 10.3")
     dla = facts.get("dla", "none")
     if dla not in (*DLA_KINDS, "none"):
         raise UserError(f"target facts {spec!r}: dla is one of none, xavier, orin")
@@ -181,3 +181,30 @@ def from_facts(spec: str) -> Target:
         dla=None if dla == "none" else dla, dla_cores=int(cores), implicit_int8=v < (11,), fp16_flag=v < (11,),
         strongly_typed=v >= (10,), listed=False,
     )
+
+
+def check_precision(target: Target, precision: str) -> None:
+    """A precision the target's GPU does not run fast is refused in one line (fp32 always runs)."""
+    wanted = {"fp16": {"fp16"}, "int8": {"int8"}, "best": {"fp16", "int8"}}.get(precision, set())
+    missing = sorted(wanted - target.precisions)
+    if missing:
+        raise UserError(f"{target.name}: its {target.gpu} GPU has no fast {' or '.join(m.upper() for m in missing)}; "
+                        f"use --precision {'fp16' if 'fp16' in target.precisions else 'fp32'}")
+
+
+def check_build(target: Target, precision: str, carried: str, dla_core: int | None, calib_cache: bool) -> None:
+    """What ``build --target`` refuses before any TensorRT is asked: a precision the GPU lacks
+    (asked for, or carried by a Q/DQ / FP16 ONNX), a DLA the box does not have or a core past its
+    count, the DLA at FP32 (it runs FP16 and INT8 only), and the implicit INT8 calibrator's cache
+    on a TensorRT without that calibrator."""
+    check_precision(target, carried if carried != "fp32" else precision)
+    if dla_core is not None:
+        if target.dla is None:
+            raise UserError(f"--dla-core: {target.name} has no DLA")
+        if dla_core >= target.dla_cores:
+            raise UserError(f"--dla-core {dla_core}: {target.name} has {target.dla_cores} DLA core(s), 0 to {target.dla_cores - 1}")
+        if precision == "fp32" and carried == "fp32":
+            raise UserError("--dla-core: the DLA runs FP16 and INT8 only; add --precision fp16 or int8")
+    if calib_cache and not target.implicit_int8:
+        raise UserError(f"--calib-cache: TensorRT {target.tensorrt} ({target.name}) has no implicit INT8 calibrator; "
+                        "build the Q/DQ ONNX that calib writes")
