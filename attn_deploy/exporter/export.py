@@ -236,6 +236,8 @@ def sidecar(net: Detector, proto: Any, result: ExportResult, source: dict[str, A
         # choices the checkpoint's tensors left open (CBAM's plane order, SE's gate): what was
         # taken, from which evidence (None: a guess, also warned at load)
         "readings": list(getattr(net, "readings", [])),
+        # the box it was exported for (export --target): its facts, rewrites, DLA placement
+        **({"target": result.extra["target"]} if "target" in result.extra else {}),
     }
 
 
