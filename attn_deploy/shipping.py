@@ -257,8 +257,23 @@ def _export(net: Any, result: ShipResult, step: Step, say: Say) -> Path:
     source = {k: str(v) for k, v in (("model", opts.model), ("cfg", opts.cfg), ("weights", opts.weights)) if v}
     r = export_model(net, result.output / f"{net.name}.onnx", spec, source=source, progress=say, target=opts.target)
     result.export = r
-    _judge(step, r.passed, r.failures(), "linted for TensorRT; ONNX Runtime matches PyTorch", [r.onnx, r.sidecar])
+    _judge(step, r.passed, r.failures(), "linted for TensorRT; ONNX Runtime matches PyTorch" + _target_words(r),
+           [r.onnx, r.sidecar])
     return Path(r.onnx)
+
+
+def _target_words(r: Any) -> str:
+    """What the export for a target did and where it runs: '; for orin-jp6 (TensorRT 10.3): 3
+    rewrites; DLA 99.9% of MACs, 6 copies'."""
+    t = r.extra.get("target")
+    if not t:
+        return ""
+    words = f"; for {t['name']} (TensorRT {t['tensorrt']}): {len(t['rewrites'])} rewrite(s)"
+    d = t.get("dla_placement")
+    if d:
+        words += (f"; DLA: none ({d['refused']})" if d["refused"] else
+                  f"; DLA {d['dla_mac_share']:.1%} of MACs, {d['on_dla']}/{d['nodes']} nodes, {d['switches']} copies")
+    return words
 
 
 def _calib(net: Any, onnx: Path, result: ShipResult, step: Step, say: Say) -> Path:

@@ -46,3 +46,11 @@ def test_readme_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
             continue
         result = CliRunner().invoke(main, words[1:])
         assert result.exit_code == 0, (command, result.stderr)
+
+
+def test_the_target_matrix_in_the_readme_is_the_generated_one() -> None:
+    """benchmarks/target_matrix.py writes the table and puts it in the README: never typed by hand."""
+    readme = README.read_text()
+    block = readme.split("<!-- target-matrix:start -->\n", 1)[1].split("<!-- target-matrix:end -->", 1)[0]
+    assert block == (README.parent / "benchmarks" / "target_matrix.md").read_text()
+    assert "Measured by `benchmarks/target_matrix.py`" in block and "| yolo26n:end2end |" in block

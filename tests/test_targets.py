@@ -334,3 +334,18 @@ def _graph(nodes, inputs, output, opset, inits=()):
 
 def _ort(model: onnx.ModelProto, **feeds: np.ndarray) -> np.ndarray:
     return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+
+
+def test_serve_for_a_target(tmp_path: Path, yolo26_end2end: Path) -> None:
+    r = run("serve", str(yolo26_end2end), "--repository", str(tmp_path / "repo"), "--target", "nano-jp4.6")
+    assert r.exit_code == 2 and "does not parse on nano-jp4.6" in r.output and "/model.23/Mod" not in r.output.split(":")[0]
+    assert not (tmp_path / "repo").exists() or not any((tmp_path / "repo").iterdir())
+    r = run("serve", str(yolo26_end2end), "--repository", str(tmp_path / "repo"), "--target", "orin-jp6")
+    assert r.exit_code == 0, r.output
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"not an engine")
+    export = json.loads(yolo26_end2end.with_suffix(".json").read_text())  # what build's sidecar carries
+    engine.with_name("m.engine.json").write_text(json.dumps({"tensorrt": "10.3.0", "export": export, "profiles": [],
+                                                             "target": {"name": "orin-jp6"}}))
+    r = run("serve", str(engine), "--repository", str(tmp_path / "repo2"), "--target", "orin-jp5.1")
+    assert r.exit_code == 2 and "was built for orin-jp6, not orin-jp5.1" in r.output

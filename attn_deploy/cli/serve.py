@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from attn_deploy.cli.group import main
-from attn_deploy.cli.options import ImageSize, emit_json, json_option
+from attn_deploy.cli.options import ImageSize, emit_json, json_option, target_option
 
 
 @main.command()
@@ -21,16 +23,17 @@ from attn_deploy.cli.options import ImageSize, emit_json, json_option
 @click.option("--backend", type=click.Choice(["native", "python"]), default="native", show_default=True,
               help="native: onnxruntime_onnx / tensorrt_plan. python: the ONNX in ONNX Runtime inside the python backend (servers without the onnxruntime backend).")
 @click.option("--python-env", type=click.Path(file_okay=False), help="EXECUTION_ENV_PATH for the python-backend models (a venv with numpy, opencv, onnxruntime and attn-deploy).")
+@target_option
 @json_option
 def serve(model_file: str, repository: str, name: str | None, max_batch: int | None, instances: int, max_queue_delay_us: int,
           ensemble: bool, raw_input: bool, imgsz: tuple[int, int] | None, backend: str, python_env: str | None,
-          as_json: bool) -> None:
+          target: Any, as_json: bool) -> None:
     """Write a Triton model repository for FILE: config.pbtxt (built as Triton's ModelConfig
     message, parsed back and checked against the graph) and the model file."""
     from attn_deploy.serve.repository import ServeOptions, write_repository
 
     opts = ServeOptions(repository, name, max_batch, instances, max_queue_delay_us, ensemble, raw_input, backend,
-                        python_env, imgsz)
+                        python_env, imgsz, target)
     result = write_repository(model_file, opts)
     if as_json:
         emit_json(result.to_dict())

@@ -57,6 +57,7 @@ class ServeOptions:
     backend: str = "native"
     python_env: str | None = None
     imgsz: tuple[int, int] | None = None
+    target: Any = None  # attn_deploy.targets.Target: an engine must have been built for it
 
     def check(self) -> None:
         if self.max_batch is not None and not 1 <= self.max_batch <= 4096:
@@ -154,6 +155,26 @@ def _engine_batch(path: Path, batch: Any) -> int:
     return int(batch)
 
 
+def check_serve_target(path: Path, engine: bool, target: Any) -> None:
+    """``serve --target T``: an engine must say it was built for T (its sidecar's ``target``);
+    an ONNX file must parse on T's TensorRT (Triton on T may hand it to TensorRT)."""
+    if engine:
+        from attn_deploy.engines.trt import engine_sidecar
+
+        built = ((engine_sidecar(path) or {}).get("target") or {}).get("name")
+        if built != target.name:
+            raise UserError(f"{path.name} was built for {built or 'no named target'}, not {target.name}: "
+                            f"build it with --target {target.name} on that box")
+        return
+    from attn_deploy.exporter.lint import lint_onnx
+
+    report = lint_onnx(path, target)
+    if not report.passed:
+        f = report.findings[0]
+        raise UserError(f"{path.name} does not parse on {target.name} (TensorRT {target.tensorrt}): "
+                        f"{f.node} ({f.op}): {f.reason}; export it with --target {target.name}")
+
+
 def write_repository(path: str | Path, opts: ServeOptions) -> ServeResult:
     """Write the model repository (see the module's text); every config is parsed back and
     held against the graph before anything is moved into place."""
@@ -162,6 +183,8 @@ def write_repository(path: str | Path, opts: ServeOptions) -> ServeResult:
     name = check_name(opts.name or graph.name)
     if graph.engine and opts.backend == "python":
         raise UserError("the python-backend stand-in runs an ONNX file in ONNX Runtime, not a TensorRT engine")
+    if opts.target is not None:
+        check_serve_target(Path(path), graph.engine, opts.target)
     repo = Path(opts.repository)
     _check_repository(repo)
     models = _models(graph, name, opts)
