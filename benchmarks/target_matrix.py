@@ -59,14 +59,14 @@ def cell(model: str, target, imgsz: int, sizes: list[int], tmp: Path, checked: d
                 verdicts.append(f"{size}: {'pass' if r.passed else 'FAIL ' + '; '.join(r.failures())[:80]}")
             checked[key] = ", ".join(verdicts)
         ops = sorted({x["op"] for x in rewrites})
-        notes.append(f"{model} on {target.name}: rewrote {len(rewrites)} node(s) ({', '.join(ops)}); "
+        notes.append(f"{model}: rewrote {len(rewrites)} node(s) ({', '.join(ops)}); "
                      f"export checks (lint, parity vs PyTorch) at {checked[key]}")
     if lint.passed:
         parse = "✓" + (f" ({'+'.join(sorted({x['op'] for x in rewrites}))} rewritten)" if rewrites else "")
     else:
         first = lint.findings[0]
         parse = f"✗ {first.op}" + (f" (layer {first.layer})" if first.layer is not None else "")
-        notes.append(f"{model} on {target.name}: {len(lint.findings)} finding(s), first {first.node}: {first.reason}")
+        notes.append(f"{model}: {len(lint.findings)} finding(s), first {first.node}: {first.reason}")
     if target.dla is None:
         return parse, "\n".join(notes)
     d = dla_report(onnx.load(out), target)
@@ -83,15 +83,15 @@ def main() -> None:
     args = ap.parse_args()
     chosen, sizes = targets(), [int(s) for s in args.check_sizes.split(",")]
     start = time.perf_counter()
-    rows, notes, checked = [], [], {}
+    rows, notes, checked = [], {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for model in args.models.split(","):
             cells = []
             for t in chosen:
                 c, n = cell(model, t, args.imgsz, sizes, Path(tmp), checked)
                 cells.append(c)
-                if n:
-                    notes.append(n)
+                for line in n.splitlines():  # one line per finding, naming every target it holds on
+                    notes.setdefault(line, []).append(t.name)
             rows.append(f"| {model} | " + " | ".join(cells) + " |")
             print(rows[-1], flush=True)
     head = ["| model | " + " | ".join(f"{t.name} (TensorRT {t.tensorrt})" for t in chosen) + " |",
@@ -102,7 +102,8 @@ def main() -> None:
              "✓ the target's parser table takes every node; ✗ the first refused op; DLA: the share of the "
              "multiply-accumulates that run on the DLA and the tensors copied between DLA and GPU.")
     text = "\n".join([stamp, "", *head, *rows, "", "Rewrites and refusals:", "",
-                      *(f"- {n}" for n in "\n".join(notes).splitlines())]) + "\n"
+                      *(f"- {line.split(': ', 1)[0]} on {', '.join(on)}: {line.split(': ', 1)[1]}"
+                        for line, on in notes.items())]) + "\n"
     args.output.write_text(text)
     if args.readme.is_file():
         readme = args.readme.read_text()
