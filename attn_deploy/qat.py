@@ -37,7 +37,7 @@ class QatOptions:
     weights: str | Path | None = None
     data: str | Path | None = None
     epochs: int = 2
-    lr: float = 2e-5
+    lr: float = 1e-3
     imgsz: int = 640
     calib_images: int = 64
     max_map_drop: float = 0.5

@@ -74,3 +74,25 @@ def test_shapes_are_deterministic_and_labelled_tightly(tmp_path: Path) -> None:
     assert len(labels) and (labels[:, 1:] > 0).all() and (labels[:, 1:] <= 1).all()
     sizes = np.concatenate([make_image(spec, "val", i)[1][:, 3] for i in range(20)])
     assert (sizes * 300 < 40).mean() > 0.4  # mostly small objects
+
+
+def test_fine_tuning_uses_sgd_because_adam_walks_a_converged_model() -> None:
+    """At an optimum the gradients are tiny: Adam still moves every weight by about its learning
+    rate (its step is normalised per weight), SGD by the gradient times the rate."""
+    import torch
+
+    from attn_deploy.train.qat import QatRecipe
+    from attn_deploy.train.trainer import Recipe, make_optimizer
+
+    assert QatRecipe().trainer().optimizer == "sgd" and Recipe().optimizer == "adamw"
+    moved = {}
+    for name in ("adamw", "sgd"):
+        net = torch.nn.Conv2d(4, 4, 3)
+        before = net.weight.detach().clone()
+        opt = make_optimizer(net, Recipe(lr=1e-3, weight_decay=0.0, optimizer=name))
+        net.weight.grad, net.bias.grad = torch.full_like(net.weight, 1e-7), torch.zeros_like(net.bias)
+        opt.step()
+        moved[name] = (net.weight.detach() - before).abs().mean().item()
+    assert moved["adamw"] > 0.9e-3 and moved["sgd"] < 1e-9
+    with pytest.raises(ValueError, match="adamw or sgd"):
+        make_optimizer(torch.nn.Conv2d(1, 1, 1), Recipe(optimizer="lion"))
