@@ -1,5 +1,6 @@
 """Every built-in model exported for every target: does it parse, what was rewritten, how much
-runs on the DLA, and how many copies between the DLA and the GPU. Writes the README's table.
+runs on the DLA, and how many copies between the DLA and the GPU. Writes the table that the
+documentation's results page includes (docs/results/targets.md).
 
     python benchmarks/target_matrix.py [--imgsz 640] [--check-sizes 640,320] [-o benchmarks/target_matrix.md]
 
@@ -79,7 +80,6 @@ def main() -> None:
     ap.add_argument("--check-sizes", default="640,320")
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("-o", "--output", type=Path, default=Path("benchmarks/target_matrix.md"))
-    ap.add_argument("--readme", type=Path, default=Path("README.md"), help="Put the table between its target-matrix markers.")
     args = ap.parse_args()
     chosen, sizes = targets(), [int(s) for s in args.check_sizes.split(",")]
     start = time.perf_counter()
@@ -105,12 +105,6 @@ def main() -> None:
                       *(f"- {line.split(': ', 1)[0]} on {', '.join(on)}: {line.split(': ', 1)[1]}"
                         for line, on in notes.items())]) + "\n"
     args.output.write_text(text)
-    if args.readme.is_file():
-        readme = args.readme.read_text()
-        start_mark, end_mark = "<!-- target-matrix:start -->\n", "<!-- target-matrix:end -->"
-        if start_mark in readme and end_mark in readme:
-            before, rest = readme.split(start_mark, 1)
-            args.readme.write_text(before + start_mark + text + rest[rest.index(end_mark):])
     print(text)
 
 
