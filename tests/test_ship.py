@@ -1,4 +1,4 @@
-"""``ship`` and the Python API: weights to a checked deployable in one folder, the README's
+"""``ship`` and the Python API: weights to a checked deployable in one folder, the documentation's
 Python example as written, a failed gate that stops the run, bad input refused before any
 work. The demo checkpoint on 8 generated shapes images (real mAP); TensorRT's path with its
 markers, and its orchestration on the CPU with the build and the engine runner stood in for."""
@@ -116,15 +116,15 @@ def test_a_failed_parity_gate_still_writes_its_report(shapes: Path, tmp_path: Pa
     assert report["ship"]["failed"] == "parity" and not report["parity"]["passed"] and (out / "report.html").is_file()
 
 
-def test_readme_python_example_runs_as_written(shapes: Path, tmp_path: Path, no_trt: None,
+def test_docs_python_example_runs_as_written(shapes: Path, tmp_path: Path, no_trt: None,
                                                monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    text = (ROOT / "README.md").read_text()
-    block = re.search(r"```python\n(.*?)```", text[text.index("## Ship:"):], re.DOTALL).group(1)
+    text = (ROOT / "docs" / "howto" / "ship.md").read_text()
+    block = re.search(r"```python\n(.*?)```", text, re.DOTALL).group(1)
     assert "from attn_deploy import ShipOptions, ship" in block
     (tmp_path / "demo").symlink_to(ROOT / "demo")
     (tmp_path / "shapes").symlink_to(shapes.parent)
     monkeypatch.chdir(tmp_path)
-    exec(compile(block, "README.md", "exec"), {})  # noqa: S102 - our own README
+    exec(compile(block, "docs/howto/ship.md", "exec"), {})  # noqa: S102 - our own documentation
     out = capsys.readouterr().out
     assert f"shipped {NAME}-ship/{NAME}.fp16.onnx" in out and re.search(r"^calib +pass +damage", out, re.MULTILINE)
     doc = summary(tmp_path / f"{NAME}-ship")
