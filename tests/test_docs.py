@@ -111,3 +111,58 @@ def run(command: str) -> str:
     result = CliRunner().invoke(main, words[1:])
     assert result.exit_code == 0, (command, result.output[-2000:])
     return result.stdout
+
+
+def all_commands() -> list[tuple[str, str]]:
+    """(page, command) for every attn-deploy command in any code block of the docs and the README,
+    run or not: the illustrations too (a user's best.pt, data.yaml)."""
+    out = []
+    for path in [ROOT / "README.md", *sorted(DOCS.rglob("*.md"))]:
+        for block in re.findall(r"```[a-z]*\n(.*?)```", path.read_text(), re.S):
+            for line in block.splitlines():
+                line = line.split("  #")[0].strip()
+                if line.startswith("attn-deploy "):
+                    out.append((str(path.relative_to(ROOT)), line))
+    return out
+
+
+def cli_problem(command: str) -> str | None:
+    """Why the command line would refuse ``command`` before running it (unknown verb or option,
+    a stray argument, a choice not offered), or None. The parser alone: no callback runs."""
+    import click
+
+    words = shlex.split(command, comments=True)[1:]
+    while words and words[0] == "--verbose":
+        words = words[1:]
+    if not words or words[0] not in main.commands:
+        return f"no verb {words[:1]}"
+    verb = main.commands[words[0]]
+    try:
+        raw, extra, _ = verb.make_parser(click.Context(verb, info_name=words[0])).parse_args(words[1:])
+    except click.ClickException as e:
+        return e.format_message()
+    if extra:
+        return f"arguments nobody takes: {extra}"
+    for param in verb.params:
+        value = raw.get(param.name)
+        if isinstance(param.type, click.Choice) and value is not None:
+            bad = [v for v in (value if isinstance(value, list) else [value]) if v not in param.type.choices]
+            if bad:
+                return f"{param.name} {bad} is not one of {list(param.type.choices)}"
+    return None
+
+
+def test_the_command_check_catches_drift() -> None:
+    assert "No such option '--blocks'" in cli_problem("attn-deploy blocks --blocks a.py")
+    assert "is not one of" in cli_problem("attn-deploy calib x.onnx --precision int4")
+    assert "no verb" in cli_problem("attn-deploy exprot --model yolov5n")
+    assert cli_problem("attn-deploy --verbose export --weights best.pt --blocks b.py --imgsz 320  # a comment") is None
+
+
+def test_every_command_in_the_docs_is_one_the_cli_takes() -> None:
+    """Commands shown but not run (they name the user's files) still name real verbs, options
+    and choices: the docs cannot drift from the command line."""
+    commands = all_commands()
+    assert len(commands) > 60
+    wrong = [f"{page}: {command} ({why})" for page, command in commands if (why := cli_problem(command))]
+    assert not wrong, "\n".join(wrong)
