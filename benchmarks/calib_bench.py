@@ -11,7 +11,7 @@ the ranked search kept (one at a time and all together), the same graph made two
 Q/DQ surgery on the naive graph and a new calibration with those nodes excluded, each scored
 on the whole val split: surgery is only a shortcut if the two agree.
 
-    python benchmarks/calib_bench.py MODEL.onnx DATA.yaml [--images 64] [--skip-measured] [--entropy] [--best] [--qat N]
+    python benchmarks/calib_bench.py MODEL.onnx DATA.yaml [--images 64] [--skip-measured] [--entropy] [--best] [--qat N] [--skip-ranked]
 
 With ``--best`` and ``--qat N`` it is the frontier in one table: everything in INT8, the ranked
 search, the per-layer choice of scales, and quantization-aware fine-tuning, each with its damage,
@@ -82,11 +82,13 @@ def main() -> None:
     ap.add_argument("--entropy", action="store_true", help="also everything in INT8 with entropy calibration")
     ap.add_argument("--best", action="store_true", help="also --method best (max or entropy per layer), naive and auto")
     ap.add_argument("--qat", type=int, default=0, help="also N epochs of quantization-aware fine-tuning")
+    ap.add_argument("--skip-ranked", action="store_true", help="only the naive baseline and the ways asked for")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="calib-bench-") as tmp:
         base = {"data": args.data, "images": args.images, "max_map_drop": args.budget}
-        ways = [("none", CalibOptions(**base, exclude=("none",), output=Path(tmp) / "none.onnx")),
-                ("ranked", CalibOptions(**base, output=Path(tmp) / "ranked.onnx"))]
+        ways = [("none", CalibOptions(**base, exclude=("none",), output=Path(tmp) / "none.onnx"))]
+        if not args.skip_ranked:
+            ways.append(("ranked", CalibOptions(**base, output=Path(tmp) / "ranked.onnx")))
         if args.entropy:
             ways.insert(1, ("none, entropy", CalibOptions(**base, method="entropy", exclude=("none",),
                                                           output=Path(tmp) / "entropy.onnx")))
@@ -110,8 +112,8 @@ def main() -> None:
             share = f"{r.coverage.share:.1%}" + ("" if r.int8_enough else " (below the floor: not written)")
             print(f"| {name} | {s:.0f} | {s / base_s:.2f} | {r.trials} | {r.damage:.2f} | {share} | "
                   f"{', '.join(r.kept) or 'nothing'} | {stages} |")
-        ranked = results["ranked"][0]
-        if ranked.kept and ranked.int8_enough:
+        ranked = results["ranked"][0] if "ranked" in results else None
+        if ranked is not None and ranked.kept and ranked.int8_enough:
             naive = (Path(tmp) / "none.onnx").read_bytes()
             print("\n| kept out | damage, surgery | damage, new calibration | difference |")
             print("|---|---:|---:|---:|")
