@@ -349,3 +349,9 @@ def test_serve_for_a_target(tmp_path: Path, yolo26_end2end: Path) -> None:
                                                              "target": {"name": "orin-jp6"}}))
     r = run("serve", str(engine), "--repository", str(tmp_path / "repo2"), "--target", "orin-jp5.1")
     assert r.exit_code == 2 and "was built for orin-jp6, not orin-jp5.1" in r.output
+
+
+def test_the_api_refuses_an_opset_the_target_cannot_read(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="parses opsets 1 to 13"):
+        export_model(load_model("yolov5n"), tmp_path / "x.onnx", ExportSpec((320, 320), opset=17), target=get_target("nano-jp4.6"))
+    assert not (tmp_path / "x.onnx").exists()

@@ -94,6 +94,8 @@ def export_model(
     say = progress or (lambda _msg: None)
     start = time.perf_counter()
     spec.check()
+    if target is not None:
+        target_opset(target, spec.opset)  # an opset the target's parser cannot read is refused here
     if nms is not None:
         nms.check()
     check_imgsz(spec.imgsz, int(net.stride.max()))
