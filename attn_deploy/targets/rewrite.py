@@ -1,8 +1,9 @@
 """Rewrites of ONNX nodes that a target's parser does not take, into ops it does.
 
-Each rewrite is exact by construction and is checked again where it is used: ``export
---target`` rewrites the graph before its ONNX Runtime parity check against PyTorch, so a
-rewrite that changed a number would fail the export. Only a node the target's parser table
+The parser rewrites are exact by construction (the DLA forms below up to float rounding), and
+every one is checked again where it is used: ``export --target`` rewrites the graph before its
+ONNX Runtime parity check against PyTorch, so a rewrite that changed a result would fail the
+export. Only a node the target's parser table
 refuses (or does not know) is rewritten; a graph for a target that takes it is left as it is.
 
 - ``Mod`` (integer, Python's sign rule or C's): TensorRT 8.2's parser has no Mod (YOLO26's
