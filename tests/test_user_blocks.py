@@ -392,7 +392,7 @@ def test_a_dill_fork_with_its_module_globals_loads_and_matches_the_fork(
 
 
 def test_mlca_ported_with_the_drop_ins_equals_the_forks_and_exports(tmp_path: Path) -> None:
-    """The README's example: the forks' MLCA pools up from 5x5 to HxW, which the exporter refuses;
+    """The block-file guide's example (docs/howto/blocks.md): the forks' MLCA pools up from 5x5 to HxW, which the exporter refuses;
     the block file's port (attn_deploy.ops) equals the fork's model and exports with dynamic H, W."""
     import yolov5_standin as y5
     from attn_deploy.models.zoo import insert_row

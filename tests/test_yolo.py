@@ -14,7 +14,7 @@ from attn_deploy.models import create_model, list_attention, load_model, model_i
 from attn_deploy.models.attention import get_attention
 from attn_deploy.models.zoo import YOLOV5, insert_row
 
-# ultralytics/yolov5 model summaries (v6.0-v7.0, 80 classes); the README rounds to 1.9M ... 86.7M
+# ultralytics/yolov5 model summaries (v6.0-v7.0, 80 classes); the models guide (docs/howto/models.md) rounds to 1.9M ... 86.7M
 PARAMS = {"n": 1_872_157, "s": 7_235_389, "m": 21_190_557, "l": 46_563_709, "x": 86_749_405}
 PUBLISHED_M = {"n": 1.9, "s": 7.2, "m": 21.2, "l": 46.5, "x": 86.7}
 PUBLISHED_GFLOPS = {"n": 4.5, "s": 16.5, "m": 49.0, "l": 109.1, "x": 205.7}
@@ -28,7 +28,7 @@ def n_params(m: nn.Module) -> int:
 def test_parameter_counts_are_yolov5s_exactly(scale: str) -> None:
     m = create_model(f"yolov5{scale}")
     assert n_params(m) == PARAMS[scale]
-    # the README's table rounds the fused model (BN folded: one parameter fewer per BN channel)
+    # the models guide's table rounds the fused model (BN folded: one parameter fewer per BN channel)
     bn_channels = sum(b.num_features for b in m.modules() if isinstance(b, nn.BatchNorm2d))
     assert round((n_params(m) - bn_channels) / 1e6, 1) == PUBLISHED_M[scale]
 

@@ -31,7 +31,7 @@ class Tolerances:
 
 
 # How many times the model's own float32 noise a second float32 runtime may differ by.
-# Measured (benchmarks/parity_noise.py, README "Export"), 640x640: ONNX Runtime against
+# Measured (benchmarks/parity_noise.py, docs/howto/export.md), 640x640: ONNX Runtime against
 # PyTorch float32 over 3 images is 0.9-2.6x (boxes) and 1.1-3.1x (scores) the noise PyTorch
 # float32 shows against float64 on one image, over yolov5n-x with random init and with
 # BatchNorm statistics from images (activations of a trained model's size), -ca/-cbam, and

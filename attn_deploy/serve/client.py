@@ -1,6 +1,6 @@
 """Talking to a Triton server: detections from a served ensemble, and ``bench --triton``.
 
-``detect`` is the client call the README shows: one encoded image (or a raw HxWx3 uint8 BGR
+``detect`` is the client call the serving guide (docs/howto/serve.md) shows: one encoded image (or a raw HxWx3 uint8 BGR
 array) to ``NAME_e2e``, (K, 6) rows back, x1 y1 x2 y2 score class in the image's pixels.
 ``measure`` times requests to any served model over HTTP or gRPC at a fixed concurrency
 (closed loop: each of N threads sends its next request when the last one is answered) and
