@@ -355,3 +355,25 @@ def test_the_api_refuses_an_opset_the_target_cannot_read(tmp_path: Path) -> None
     with pytest.raises(UserError, match="parses opsets 1 to 13"):
         export_model(load_model("yolov5n"), tmp_path / "x.onnx", ExportSpec((320, 320), opset=17), target=get_target("nano-jp4.6"))
     assert not (tmp_path / "x.onnx").exists()
+
+
+@pytest.mark.needs_trt
+def test_the_installed_parser_agrees_with_its_table(yolo26_end2end: Path, tmp_path: Path) -> None:
+    """On a machine with TensorRT: its own ONNX parser takes what lint passes for its version (the
+    end-to-end YOLO26 graph from 8.5 on; the graph rewritten for 8.2 everywhere), and refuses
+    LayerNormalization where the table says 8.5 does. The DLA placement needs a Jetson and is
+    not tested here."""
+    import tensorrt as trt
+
+    version = ".".join(trt.__version__.split(".")[:2])
+    mine = get_target(f"trt={version}")
+
+    def parses(path: Path) -> bool:
+        builder = trt.Builder(trt.Logger(trt.Logger.ERROR))
+        network = builder.create_network(0)
+        return bool(trt.OnnxParser(network, builder.logger).parse(path.read_bytes()))
+
+    assert parses(yolo26_end2end) == lint_onnx(yolo26_end2end, mine).passed
+    nano = tmp_path / "nano.onnx"
+    r = run("export", "--model", "yolo26n", "--end2end", "--imgsz", "320", "--target", "nano-jp4.6", "-o", str(nano))
+    assert r.exit_code == 0 and parses(nano)
