@@ -359,10 +359,9 @@ def test_the_api_refuses_an_opset_the_target_cannot_read(tmp_path: Path) -> None
 
 @pytest.mark.needs_trt
 def test_the_installed_parser_agrees_with_its_table(yolo26_end2end: Path, tmp_path: Path) -> None:
-    """On a machine with TensorRT: its own ONNX parser takes what lint passes for its version (the
-    end-to-end YOLO26 graph from 8.5 on; the graph rewritten for 8.2 everywhere), and refuses
-    LayerNormalization where the table says 8.5 does. The DLA placement needs a Jetson and is
-    not tested here."""
+    """On a machine with TensorRT: its own ONNX parser agrees with lint's verdict for its version
+    on the end-to-end YOLO26 graph, and takes the graph rewritten for 8.2. The DLA placement
+    needs a Jetson and is not tested here."""
     import tensorrt as trt
 
     version = ".".join(trt.__version__.split(".")[:2])
