@@ -16,6 +16,9 @@ on the whole val split: surgery is only a shortcut if the two agree.
 With ``--best`` and ``--qat N`` it is the frontier in one table: everything in INT8, the ranked
 search, the per-layer choice of scales, and quantization-aware fine-tuning, each with its damage,
 its share of MACs in INT8 and its time as a ratio to ``--exclude none`` in the same run.
+``--markdown FILE.md`` also writes that table with the date, versions and machine (the
+documentation's results page includes it as it is), ``--plot FILE.png`` the frontier as a
+chart: damage against the share of MACs in INT8, the budget and the floor drawn in.
 """
 
 from __future__ import annotations
@@ -72,6 +75,58 @@ def surgery_vs_recalibration(src: Path, data: Path, images: int, ranked: CalibRe
     return lines
 
 
+def frontier_table(results: dict[str, tuple[CalibResult, float]], base_s: float) -> list[str]:
+    rows = ["| search | time s | x none | trials | damage | MACs in INT8 | kept out of INT8 | stages s |",
+            "|---|---:|---:|---:|---:|---:|---|---|"]
+    for name, (r, s) in results.items():
+        stages = ", ".join(f"{k} {v:.0f}" for k, v in r.stages.items() if k != "total")
+        share = f"{r.coverage.share:.1%}" + ("" if r.int8_enough else " (below the floor: not written)")
+        rows.append(f"| {name} | {s:.0f} | {s / base_s:.2f} | {r.trials} | {r.damage:.2f} | {share} | "
+                    f"{', '.join(r.kept) or 'nothing'} | {stages} |")
+    return rows
+
+
+def stamp(args: argparse.Namespace, results: dict[str, tuple[CalibResult, float]]) -> str:
+    import datetime
+    import platform
+    from importlib.metadata import version
+
+    r = results["none"][0]
+    return (f"`{args.onnx.name}` on {r.counts.get('val', '?')} validation images of `{args.data.parent.name}`, "
+            f"calibration {args.images} images, budget {args.budget:g} points of mAP50-95 (float32 "
+            f"{r.reference.map50_95:.3f}). Measured by `benchmarks/calib_bench.py` on {datetime.date.today()}: "
+            f"attn-deploy {version('attn-deploy')}, torch {version('torch')}, onnxruntime {version('onnxruntime')}, "
+            f"nvidia-modelopt {version('nvidia-modelopt')}, pycocotools, {platform.machine()} CPU "
+            f"({__import__('os').cpu_count()} cores); each time also as a ratio to `--exclude none` in the same run.")
+
+
+def plot(results: dict[str, tuple[CalibResult, float]], budget: float, title: str, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
+    for name, (r, _) in results.items():
+        ax.scatter(100 * r.coverage.share, r.damage, s=40, zorder=3)
+        ax.annotate(name, (100 * r.coverage.share, r.damage), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.axhline(budget, color="tab:green", linestyle="--", linewidth=1, label=f"budget {budget:g} points")
+    floor = next(iter(results.values()))[0].min_int8
+    ax.axvline(100 * floor, color="tab:red", linestyle=":", linewidth=1, label=f"floor {floor:.0%} in INT8")
+    shares = [100 * r.coverage.share for r, _ in results.values()] + [100 * floor]
+    damages = [r.damage for r, _ in results.values()] + [budget]
+    ax.set_xlim(min(shares) - 5, 108)
+    ax.set_ylim(min(0.0, min(damages)) - 0.1, max(damages) * 1.15)
+    ax.set_xlabel("MACs in INT8 (%)")
+    ax.set_ylabel("mAP50-95 lost (points)")
+    ax.set_title(f"{title}: damage against INT8 coverage")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("onnx", type=Path)
@@ -83,6 +138,8 @@ def main() -> None:
     ap.add_argument("--best", action="store_true", help="also --method best (max or entropy per layer), naive and auto")
     ap.add_argument("--qat", type=int, default=0, help="also N epochs of quantization-aware fine-tuning")
     ap.add_argument("--skip-ranked", action="store_true", help="only the naive baseline and the ways asked for")
+    ap.add_argument("--markdown", type=Path, help="also write the table, stamped, to this Markdown file")
+    ap.add_argument("--plot", type=Path, help="also draw damage against MACs in INT8 to this PNG")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="calib-bench-") as tmp:
         base = {"data": args.data, "images": args.images, "max_map_drop": args.budget}
@@ -105,13 +162,12 @@ def main() -> None:
             print(f"{name}: {results[name][1]:.0f} s", flush=True)
         base_s = results["none"][1]
         print(f"\n{args.onnx.name}, {args.data}, calibration {args.images} images, budget {args.budget:g}\n")
-        print("| search | time s | x none | trials | damage | MACs in INT8 | kept out of INT8 | stages s |")
-        print("|---|---:|---:|---:|---:|---:|---|---|")
-        for name, (r, s) in results.items():
-            stages = ", ".join(f"{k} {v:.0f}" for k, v in r.stages.items() if k != "total")
-            share = f"{r.coverage.share:.1%}" + ("" if r.int8_enough else " (below the floor: not written)")
-            print(f"| {name} | {s:.0f} | {s / base_s:.2f} | {r.trials} | {r.damage:.2f} | {share} | "
-                  f"{', '.join(r.kept) or 'nothing'} | {stages} |")
+        table = frontier_table(results, base_s)
+        print("\n".join(table))
+        if args.markdown:
+            args.markdown.write_text("\n".join([stamp(args, results), "", *table]) + "\n")
+        if args.plot:
+            plot(results, args.budget, args.onnx.stem, args.plot)
         ranked = results["ranked"][0] if "ranked" in results else None
         if ranked is not None and ranked.kept and ranked.int8_enough:
             naive = (Path(tmp) / "none.onnx").read_bytes()

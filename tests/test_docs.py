@@ -166,3 +166,16 @@ def test_every_command_in_the_docs_is_one_the_cli_takes() -> None:
     assert len(commands) > 60
     wrong = [f"{page}: {command} ({why})" for page, command in commands if (why := cli_problem(command))]
     assert not wrong, "\n".join(wrong)
+
+
+def test_results_pages_show_only_generated_tables() -> None:
+    """A results page types no table: it includes what a benchmark script wrote, stamped with
+    the script, the date and the versions."""
+    for page in ("results/precision.md", "results/targets.md"):
+        text = (DOCS / page).read_text()
+        assert not [line for line in text.splitlines() if line.startswith("|")], page
+        included = re.findall(r'^--8<-- "(.+)"$', text, re.M)
+        assert included, page
+        for path in included:
+            generated = (ROOT / path).read_text()
+            assert "Measured by `benchmarks/" in generated and re.search(r"\d{4}-\d\d-\d\d", generated), path

@@ -46,12 +46,3 @@ def test_readme_examples_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
             continue
         result = CliRunner().invoke(main, words[1:])
         assert result.exit_code == 0, (command, result.stderr)
-
-
-def test_the_target_matrix_page_shows_the_generated_table() -> None:
-    """benchmarks/target_matrix.py writes the table; the results page includes that file as it
-    is (pymdownx.snippets): never typed by hand."""
-    page = (README.parent / "docs" / "results" / "targets.md").read_text()
-    assert '--8<-- "benchmarks/target_matrix.md"' in page and "| yolo26n" not in page
-    table = (README.parent / "benchmarks" / "target_matrix.md").read_text()
-    assert table.startswith("Measured by `benchmarks/target_matrix.py`") and "| yolo26n:end2end |" in table
