@@ -9,6 +9,7 @@ paragraphs, and protobuf parses many non-ONNX files as an empty model without co
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from math import prod
 from pathlib import Path
 from typing import Any
@@ -66,14 +67,10 @@ def layer_of(node_name: str) -> int | None:
 COMPUTE = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 
 
-def node_macs(model: Any) -> dict[str, int]:
-    """Multiply-accumulates of every Conv, ConvTranspose, MatMul and Gemm of a float graph, by node name."""
-    import onnx
-
-    inferred = onnx.shape_inference.infer_shapes(model)
-    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
-              for v in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]}
-    shapes.update({t.name: list(t.dims) for t in model.graph.initializer})
+def node_macs(model: Any, facts: "GraphFacts | None" = None) -> dict[str, int]:
+    """Multiply-accumulates of every Conv, ConvTranspose, MatMul and Gemm of a float graph, by
+    node name (``facts``: the graph's, when the caller has them)."""
+    shapes = (facts or GraphFacts.of(model)).shapes
     out: dict[str, int] = {}
     for node in model.graph.node:
         if node.op_type not in COMPUTE:
@@ -85,11 +82,67 @@ def node_macs(model: Any) -> dict[str, int]:
         if node.op_type == "Conv":
             out[node.name] = prod(y) * prod(b[1:])  # weight (C_out, C_in / groups, kh, kw)
         elif node.op_type == "ConvTranspose":
-            out[node.name] = prod(a or [0]) * prod(b[1:])
+            out[node.name] = (prod(a) if a and all(a) else 0) * prod(b[1:])
         else:  # MatMul, Gemm: the shared dimension of the two inputs
             shared = b[-2] if node.op_type == "MatMul" or not _attr(node, "transB") else b[-1]
             out[node.name] = prod(y) * shared
     return out
+
+
+SMALL_CONSTANT = 4096  # elements: a constant read as values (axes, K, scales), not a weight
+
+
+@dataclass(frozen=True)
+class GraphFacts:
+    """What shape inference and the constants say about a graph's tensors, read once for every
+    check that needs them (lint, DLA placement, rewrites, MAC counts): each tensor's element type
+    (TensorProto's number), its shape (an int per dimension, None where not fixed), the values
+    of the small constants (initializers and Constant nodes; a larger one maps to None, so its
+    name still says "constant" without its weights being copied), each tensor's producer, and
+    the default-domain opset."""
+
+    types: dict[str, int]
+    shapes: dict[str, list[int | None]]
+    consts: dict[str, Any]
+    producer: dict[str, Any]
+    opset: int | None
+
+    @classmethod
+    def of(cls, proto: Any) -> "GraphFacts":
+        import onnx
+        from onnx import numpy_helper
+
+        try:
+            inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=False, data_prop=True)
+        except Exception:  # noqa: BLE001 - then what the file declares
+            inferred = proto
+        types: dict[str, int] = {}
+        shapes: dict[str, list[int | None]] = {}
+        for v in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]:
+            tt = v.type.tensor_type
+            if tt.elem_type:
+                types[v.name] = tt.elem_type
+            if tt.HasField("shape"):
+                shapes[v.name] = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
+        consts: dict[str, Any] = {}
+        for t in proto.graph.initializer:
+            types[t.name], shapes[t.name] = t.data_type, list(t.dims)
+            consts[t.name] = numpy_helper.to_array(t) if prod(t.dims) <= SMALL_CONSTANT else None
+        for n in proto.graph.node:
+            if n.op_type == "Constant":
+                value = next((a.t for a in n.attribute if a.name == "value"), None)
+                small = value is not None and prod(value.dims) <= SMALL_CONSTANT
+                consts[n.output[0]] = numpy_helper.to_array(value) if small else None
+        producer = {o: n for n in proto.graph.node for o in n.output}
+        opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+        return cls(types, shapes, consts, producer, opset)
+
+    def constant(self, name: str) -> bool:
+        """A constant, or a constant read through DequantizeLinear (a Q/DQ graph's weights)."""
+        if name in self.consts:
+            return True
+        p = self.producer.get(name)
+        return p is not None and p.op_type in ("DequantizeLinear", "QuantizeLinear", "Identity") and self.constant(p.input[0])
 
 
 def _attr(node: Any, name: str) -> int:

@@ -52,7 +52,7 @@ def run_qat(opts: QatOptions, progress: Progress = lambda _: None, net: Any = No
     ``reference``: its float32 export, when there is one (``calib``, ``ship``), else one is made."""
     import onnx
 
-    from attn_deploy.calib.calibrate import CalibResult, Stages, write_result
+    from attn_deploy.calib.result import CalibResult, Stages, write_result
     from attn_deploy.calib.coverage import coverage
     from attn_deploy.calib.evaluate import Evaluator, calibration_images
     from attn_deploy.exporter import ExportSpec

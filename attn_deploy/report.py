@@ -10,7 +10,7 @@ from rich.table import Table
 from attn_deploy.models.info import ModelInfo
 
 if TYPE_CHECKING:
-    from attn_deploy.calib.calibrate import CalibResult
+    from attn_deploy.calib.result import CalibResult
     from attn_deploy.engines.bench import BenchResult
     from attn_deploy.engines.build import BuildResult
     from attn_deploy.exporter import ExportResult, LintReport

@@ -30,7 +30,8 @@ from pathlib import Path
 
 import onnx
 
-from attn_deploy.calib.calibrate import CalibOptions, CalibResult, calibrate
+from attn_deploy.calib.calibrate import calibrate
+from attn_deploy.calib.result import CalibOptions, CalibResult
 from attn_deploy.calib.evaluate import Evaluator, calibration_images
 from attn_deploy.calib.int8 import quantize_int8
 from attn_deploy.calib.surgery import keep_out

@@ -19,6 +19,7 @@ from attn_deploy.files import all_or_nothing, atomic_write, check_writable, sha2
 from attn_deploy.models.heads import Detector, Head, head_of
 from attn_deploy.models.quantized import is_quantized
 from attn_deploy.models.yolo import check_imgsz
+from attn_deploy.onnxfile import GraphFacts
 from attn_deploy.parity.tensor import TensorParity, Tolerances
 from attn_deploy.sidecar import read_sidecar
 from attn_deploy.targets import Target, parser_table
@@ -89,8 +90,6 @@ def export_model(
     export's, the nodes its parser refuses are rewritten where an exact rewrite exists
     (``targets/rewrite.py``) before the parity check judges the rewritten graph, lint uses its
     parser table, and with a DLA the sidecar says where each layer would run."""
-    import onnx
-
     say = progress or (lambda _msg: None)
     start = time.perf_counter()
     spec.check()
@@ -102,6 +101,40 @@ def export_model(
     head = head_of(net)
     _check_head(net, head, spec, nms)
     path = check_writable(Path(output) if output else Path(f"{net.name}.onnx"))
+    plain, final, rewrites = _graphs(net, spec, nms, head, target, say)
+    data = final.SerializeToString()
+    facts = GraphFacts.of(final) if target is not None else None  # lint's and the DLA placement's
+    lint = parity = None
+    quantized = is_quantized(net)
+    if check:
+        say("checking TensorRT compatibility")
+        lint = lint_onnx(final, target, facts)
+        name_lint_findings(net, lint.findings)
+    if check and not quantized:  # fake quantization rounds values on a step's edge either way: judge detections
+        say("checking ONNX Runtime against PyTorch")
+        parity = check_export(net, plain.SerializeToString(), spec, tol, nms, data if nms else None)
+    result = ExportResult(
+        model=net.name, onnx=str(path), sidecar=str(path.with_suffix(".json")), spec=spec, nms=nms,
+        nodes=len(final.graph.node), ops=_ops(final), size=len(data), sha256=sha256(data),
+        seconds=0.0, head=head, lint=lint, parity=parity,
+        extra={"parity_note": QUANTIZED_NOTE} if check and quantized else {},
+    )
+    if target is not None:
+        result.extra["target"] = target_section(final, target, rewrites, layer_modules(net), facts)
+    doc = to_json(sidecar(net, final, result, source)).encode()
+    with all_or_nothing() as written:
+        written.append(atomic_write(path, data))
+        written.append(atomic_write(result.sidecar, doc))
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _graphs(net: Detector, spec: ExportSpec, nms: NmsOptions | None, head: Head, target: Target | None,
+            say: Progress) -> tuple[Any, Any, list[Rewrite]]:
+    """The exported graph as parity checks it (``plain``) and as it is written (``final``: with
+    the NMS tail, if asked; else the same), both rewritten for ``target``, and the rewrites."""
+    import onnx
+
     user_inputs = check_model_blocks(net)  # the user's own blocks keep their shapes (none: nothing runs)
     say(f"exporting {net.name} to ONNX (opset {spec.opset})")
     try:
@@ -116,30 +149,7 @@ def export_model(
              if nms else plain)
     rewrites = for_target(plain, final, target) if target is not None else []
     onnx.checker.check_model(final, full_check=True)
-    data = final.SerializeToString()
-    lint = parity = None
-    quantized = is_quantized(net)
-    if check:
-        say("checking TensorRT compatibility")
-        lint = lint_onnx(final, target)
-        name_lint_findings(net, lint.findings)
-    if check and not quantized:  # fake quantization rounds values on a step's edge either way: judge detections
-        say("checking ONNX Runtime against PyTorch")
-        parity = check_export(net, plain.SerializeToString(), spec, tol, nms, data if nms else None)
-    result = ExportResult(
-        model=net.name, onnx=str(path), sidecar=str(path.with_suffix(".json")), spec=spec, nms=nms,
-        nodes=len(final.graph.node), ops=_ops(final), size=len(data), sha256=sha256(data),
-        seconds=0.0, head=head, lint=lint, parity=parity,
-        extra={"parity_note": QUANTIZED_NOTE} if check and quantized else {},
-    )
-    if target is not None:
-        result.extra["target"] = target_section(final, target, rewrites, layer_modules(net))
-    doc = to_json(sidecar(net, final, result, source)).encode()
-    with all_or_nothing() as written:
-        written.append(atomic_write(path, data))
-        written.append(atomic_write(result.sidecar, doc))
-    result.seconds = time.perf_counter() - start
-    return result
+    return plain, final, rewrites
 
 
 def target_opset(target: Target, asked: int | None) -> int:
@@ -164,11 +174,12 @@ def for_target(plain: Any, final: Any, target: Target) -> list[Rewrite]:
     return done
 
 
-def target_section(proto: Any, target: Target, rewrites: list[Rewrite], modules: dict[int, str]) -> dict[str, Any]:
+def target_section(proto: Any, target: Target, rewrites: list[Rewrite], modules: dict[int, str],
+                   facts: GraphFacts | None = None) -> dict[str, Any]:
     """The sidecar's ``target``: its facts, the rewrites applied, and with a DLA where each layer runs."""
     doc: dict[str, Any] = {**target.to_dict(), "rewrites": [r.to_dict() for r in rewrites]}
     if target.dla is not None:
-        doc["dla_placement"] = dla_report(proto, target).to_dict(modules)
+        doc["dla_placement"] = dla_report(proto, target, facts).to_dict(modules)
     return doc
 
 

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from attn_deploy.onnxfile import layer_of, read_onnx
+from attn_deploy.onnxfile import GraphFacts, layer_of, read_onnx
 from attn_deploy.targets import OpSupport, parser_table, table_source
 from attn_deploy.targets.rewrite import REWRITES
 
@@ -101,22 +101,18 @@ FIXES = {
 }
 
 
-def lint_onnx(model: str | Path | "onnx.ModelProto", target: "Target | None" = None) -> LintReport:  # noqa: F821
+def lint_onnx(model: str | Path | "onnx.ModelProto", target: "Target | None" = None,  # noqa: F821
+              facts: GraphFacts | None = None) -> LintReport:
     """Check an ONNX file (or loaded model) against TensorRT's parser support table: TensorRT
     10.15's, or ``target``'s own TensorRT's. A file that is not a valid ONNX model at all is a
-    user error (``onnxfile.read_onnx``), not a finding."""
-    import onnx
-
+    user error (``onnxfile.read_onnx``), not a finding. ``facts``: the graph's, when the caller
+    has them (one shape inference for several targets)."""
     proto, path = _load(model)
-    try:
-        proto = onnx.shape_inference.infer_shapes(proto, strict_mode=False, data_prop=True)
-    except Exception:  # noqa: BLE001 - types are then judged from what the file declares
-        pass
+    facts = facts or GraphFacts.of(proto)
     version = target.parser if target else TRT_VERSION
-    types, shapes = _value_types(proto)
-    consts = _constants(proto)
+    types = {name: TYPE_NAMES.get(t, str(t)) for name, t in facts.types.items()}
+    shapes, consts, opset = facts.shapes, facts.consts, facts.opset
     table = support_table(version)
-    opset = next((o.version for o in proto.opset_import if o.domain in STANDARD_DOMAINS), None)
     report = LintReport(path, len(proto.graph.node), dict(Counter(n.op_type for n in proto.graph.node)),
                         tensorrt=target.tensorrt if target else TRT_VERSION, source=table_source(version),
                         target=target.name if target else None, opset=opset)
@@ -163,13 +159,14 @@ def lint_targets(onnx_file: str | Path, chosen: list["Target"]) -> list[TargetLi
     from attn_deploy.targets.dla import dla_report
 
     proto = read_onnx(onnx_file)
+    facts = GraphFacts.of(proto)  # one shape inference for every target
     side = read_sidecar(onnx_file) or {}
     modules = {int(r["index"]): str(r["module"]) for r in side.get("layers") or [] if isinstance(r, dict) and "index" in r}
     out = []
     for t in chosen:
-        report = lint_onnx(proto, t)
+        report = lint_onnx(proto, t, facts)
         report.path = str(onnx_file)
-        out.append(TargetLint(t, report, dla_report(proto, t) if t.dla else None, modules))
+        out.append(TargetLint(t, report, dla_report(proto, t, facts) if t.dla else None, modules))
     return out
 
 
@@ -181,43 +178,7 @@ def _load(model: Any) -> tuple[Any, str]:
     return read_onnx(model), str(model)
 
 
-def _constants(proto: Any) -> dict[str, Any]:
-    """Initializers and Constant-node outputs by name, as numpy arrays (None if unreadable)."""
-    from onnx import numpy_helper
-
-    out: dict[str, Any] = {}
-    for init in proto.graph.initializer:
-        out[init.name] = numpy_helper.to_array(init) if _small(init.dims) else None
-    for n in proto.graph.node:
-        if n.op_type == "Constant":
-            t = _attr(n, "value")
-            out[n.output[0]] = numpy_helper.to_array(t) if t is not None and _small(t.dims) else None
-    return out
-
-
-def _small(dims: Any) -> bool:
-    size = 1
-    for d in dims:
-        size *= d
-    return size <= 4096
-
-
-def _value_types(proto: Any) -> tuple[dict[str, str], dict[str, list[int | str]]]:
-    types: dict[str, str] = {}
-    shapes: dict[str, list[int | str]] = {}
-    infos = list(proto.graph.value_info) + list(proto.graph.input) + list(proto.graph.output)
-    for v in infos:
-        tt = v.type.tensor_type
-        if tt.elem_type:
-            types[v.name] = TYPE_NAMES.get(tt.elem_type, str(tt.elem_type))
-            shapes[v.name] = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in tt.shape.dim]
-    for init in proto.graph.initializer:
-        types[init.name] = TYPE_NAMES.get(init.data_type, str(init.data_type))
-        shapes[init.name] = list(init.dims)
-    return types, shapes
-
-
-def _check_node(node: Any, table: dict[str, OpSupport], types: dict[str, str], shapes: dict[str, list[int | str]],
+def _check_node(node: Any, table: dict[str, OpSupport], types: dict[str, str], shapes: dict[str, list[int | None]],
                 consts: dict[str, Any], edges: set[str], trt: str = TRT_VERSION, narrow: bool = False) -> list[Finding]:
     name = node.name or (node.output[0] if node.output else "?")
     if node.domain not in STANDARD_DOMAINS:
@@ -253,7 +214,7 @@ def _check_tensors(proto: Any, types: dict[str, str]) -> list[Finding]:
 
 # ---- restrictions: each returns (reason, fix) pairs for one node ---------------------------
 
-Check = Callable[[Any, dict[str, list[int | str]], dict[str, Any]], list[tuple[str, str]]]
+Check = Callable[[Any, dict[str, list[int | None]], dict[str, Any]], list[tuple[str, str]]]
 
 
 def _attr(node: Any, name: str, default: Any = None) -> Any:
@@ -319,7 +280,7 @@ def _scatter(node: Any, shapes: Any, consts: dict[str, Any]) -> list[tuple[str, 
     return [] if red == "none" else [(f"reduction {red}", FIXES["scatter"])]
 
 
-def _eye(node: Any, shapes: dict[str, list[int | str]], consts: dict[str, Any]) -> list[tuple[str, str]]:
+def _eye(node: Any, shapes: dict[str, list[int | None]], consts: dict[str, Any]) -> list[tuple[str, str]]:
     dims = shapes.get(node.input[0], ["?"])
     return [] if all(isinstance(d, int) and d > 0 for d in dims) else [("dynamic input shape", FIXES["eye"])]
 

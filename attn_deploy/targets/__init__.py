@@ -95,9 +95,14 @@ def parser_table_for(tensorrt: str) -> str:
 
 
 @cache
+def _table_text(version: str) -> str:
+    return resources.files("attn_deploy.targets").joinpath(f"parser/trt-{version}.csv").read_text()
+
+
+@cache
 def parser_table(version: str) -> dict[str, OpSupport]:
     """One parser table (``targets/parser/trt-VERSION.csv``), op -> support."""
-    text = resources.files("attn_deploy.targets").joinpath(f"parser/trt-{version}.csv").read_text()
+    text = _table_text(version)
     rows = csv.DictReader(line for line in text.splitlines() if not line.startswith("#"))
     return {r["op"]: OpSupport(r["op"], r["supported"] == "Y", frozenset(r["types"].split()), r.get("note") or "",
                                tuple((r.get("rules") or "").split())) for r in rows}
@@ -105,8 +110,7 @@ def parser_table(version: str) -> dict[str, OpSupport]:
 
 def table_source(version: str) -> str:
     """What a parser table was made from (its second comment line)."""
-    text = resources.files("attn_deploy.targets").joinpath(f"parser/trt-{version}.csv").read_text()
-    lines = [ln.lstrip("# ").rstrip(".") for ln in text.splitlines()[:2]]
+    lines = [ln.lstrip("# ").rstrip(".") for ln in _table_text(version).splitlines()[:2]]
     return lines[1].removeprefix("Made by tools/parser_tables.py from ").removeprefix("Facts from ")
 
 
@@ -117,9 +121,14 @@ def table_opsets(version: str) -> tuple[int, int]:
     return int(m.group(1)), int(m.group(2))
 
 
+@cache
+def _named_targets() -> tuple[Target, ...]:
+    return tuple(_named(name, doc) for name, doc in _data()["targets"].items())
+
+
 def targets() -> list[Target]:
     """The named targets, in the data file's order."""
-    return [_named(name, doc) for name, doc in _data()["targets"].items()]
+    return list(_named_targets())
 
 
 def _named(name: str, doc: dict[str, Any]) -> Target:

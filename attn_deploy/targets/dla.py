@@ -33,6 +33,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from attn_deploy.onnxfile import GraphFacts, layer_of, node_macs
+
 if TYPE_CHECKING:
     from attn_deploy.targets import Target
 
@@ -111,19 +113,15 @@ class DlaReport:
         }
 
 
-def dla_report(model: Any, target: "Target") -> DlaReport:
-    """Place every node of ``model`` (an ``onnx.ModelProto``) for ``target``'s DLA."""
-    import onnx
-
-    from attn_deploy.onnxfile import layer_of, node_macs
-
+def dla_report(model: Any, target: "Target", facts: GraphFacts | None = None) -> DlaReport:
+    """Place every node of ``model`` (an ``onnx.ModelProto``) for ``target``'s DLA (``facts``:
+    the graph's, when the caller has them)."""
     if target.dla is None:
         raise ValueError(f"{target.name} has no DLA")
-    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
-    g = _Graph(inferred)
-    macs = node_macs(model)
+    g = facts or GraphFacts.of(model)
+    macs = node_macs(model, g)
     report = DlaReport(target.name, target.dla)
-    refused = _whole_graph(g)
+    refused = _whole_graph(g, [v.name for v in model.graph.input if v.name not in g.consts])
     for node in model.graph.node:
         if node.op_type in NO_LAYER:
             continue
@@ -133,39 +131,6 @@ def dla_report(model: Any, target: "Target") -> DlaReport:
     report.refused = refused
     report.switches, report.subgraphs = _switches(model, report.placements)
     return report
-
-
-class _Graph:
-    """Shapes (ints, or None for a dynamic dimension), constants and producers of a graph."""
-
-    def __init__(self, proto: Any) -> None:
-        from onnx import numpy_helper
-
-        self.shapes: dict[str, list[int | None]] = {}
-        for v in [*proto.graph.value_info, *proto.graph.input, *proto.graph.output]:
-            if v.type.tensor_type.HasField("shape"):
-                self.shapes[v.name] = [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
-        self.consts: dict[str, Any] = {}
-        for t in proto.graph.initializer:
-            self.shapes[t.name] = list(t.dims)
-            self.consts[t.name] = numpy_helper.to_array(t)
-        self.producer = {o: n for n in proto.graph.node for o in n.output}
-        for n in proto.graph.node:
-            if n.op_type == "Constant":
-                value = next((a.t for a in n.attribute if a.name == "value"), None)
-                if value is not None:
-                    self.consts[n.output[0]] = numpy_helper.to_array(value)
-        self.inputs = [v.name for v in proto.graph.input if v.name not in self.consts]
-
-    def constant(self, name: str) -> bool:
-        """A constant, or a constant read through DequantizeLinear (a Q/DQ graph's weights)."""
-        if name in self.consts:
-            return True
-        p = self.producer.get(name)
-        return p is not None and p.op_type in ("DequantizeLinear", "QuantizeLinear", "Identity") and self.constant(p.input[0])
-
-    def shape(self, name: str) -> list[int | None] | None:
-        return self.shapes.get(name)
 
 
 def _attr(node: Any, name: str, default: Any = None) -> Any:
@@ -178,10 +143,10 @@ def _attr(node: Any, name: str, default: Any = None) -> Any:
     return default
 
 
-def _whole_graph(g: _Graph) -> str:
+def _whole_graph(g: GraphFacts, inputs: list[str]) -> str:
     """What keeps every layer off the DLA: dynamic input dimensions, or a batch past the DLA's."""
-    for name in g.inputs:
-        shape = g.shape(name) or []
+    for name in inputs:
+        shape = g.shapes.get(name) or []
         if any(d is None for d in shape):
             return f"dynamic input '{name}': the DLA takes fixed shapes only (export without --dynamic)"
         if shape and shape[0] > MAX_BATCH:
@@ -189,9 +154,9 @@ def _whole_graph(g: _Graph) -> str:
     return ""
 
 
-def _four_d(g: _Graph, names: list[str]) -> str:
+def _four_d(g: GraphFacts, names: list[str]) -> str:
     for name in names:
-        shape = g.shape(name)
+        shape = g.shapes.get(name)
         if shape is None:
             continue
         if len(shape) != 4:
@@ -201,7 +166,7 @@ def _four_d(g: _Graph, names: list[str]) -> str:
     return ""
 
 
-def _why_not(node: Any, g: _Graph, target: "Target") -> str:
+def _why_not(node: Any, g: GraphFacts, target: "Target") -> str:
     """Empty when the node can run on the DLA, else why not."""
     op = node.op_type
     data = [i for i in node.input[:1] if i] + [o for o in node.output[:1] if o]
@@ -233,7 +198,7 @@ def _why_not(node: Any, g: _Graph, target: "Target") -> str:
             return f"{op} of two computed tensors (attention's product): the DLA has only fully connected layers"
         return ""
     if op in SHUFFLE:
-        shape_in, shape_out = g.shape(node.input[0]), g.shape(node.output[0])
+        shape_in, shape_out = g.shapes.get(node.input[0]), g.shapes.get(node.output[0])
         if shape_in is not None and shape_out is not None and (len(shape_in) != 4 or len(shape_out) != 4):
             return f"{op} between {len(shape_in)}-D and {len(shape_out)}-D tensors; the DLA's layers are 4-D"
         return ""
@@ -247,8 +212,8 @@ def _ints(node: Any, name: str, n: int, default: int) -> list[int]:
     return v if v else [default] * n
 
 
-def _conv(node: Any, g: _Graph) -> str:
-    w = g.shape(node.input[1]) if len(node.input) > 1 else None
+def _conv(node: Any, g: GraphFacts) -> str:
+    w = g.shapes.get(node.input[1]) if len(node.input) > 1 else None
     kernel = list(_attr(node, "kernel_shape", []) or (w[2:] if w else []))
     if len(kernel) != 2:
         return "only 2-D convolutions run on the DLA"
@@ -271,7 +236,7 @@ def _conv(node: Any, g: _Graph) -> str:
         return f"padding {pads}: the DLA takes 0 to 31, below the kernel"
     if any(not 1 <= d <= 32 for d in dil):
         return f"dilation {dil}: the DLA takes 1 to 32"
-    out = g.shape(node.output[0])
+    out = g.shapes.get(node.output[0])
     if (out and out[1] is not None and out[1] > 8192) or groups > 8192:
         return "more than 8192 output maps or groups"
     return ""
@@ -296,9 +261,9 @@ def _pool(node: Any, target: "Target") -> str:
     return ""
 
 
-def _concat(node: Any, g: _Graph) -> str:
+def _concat(node: Any, g: GraphFacts) -> str:
     axis = int(_attr(node, "axis", 1))
-    rank = len(g.shape(node.output[0]) or [0, 0, 0, 0])
+    rank = len(g.shapes.get(node.output[0]) or [0, 0, 0, 0])
     if axis % rank != 1:
         return f"concatenation on axis {axis}: the DLA concatenates channels only"
     if len([i for i in node.input if i]) < 2:
@@ -306,7 +271,7 @@ def _concat(node: Any, g: _Graph) -> str:
     return ""
 
 
-def _resize(node: Any, g: _Graph, target: "Target") -> str:
+def _resize(node: Any, g: GraphFacts, target: "Target") -> str:
     import numpy as np
 
     mode = _attr(node, "mode", "nearest")
@@ -317,7 +282,7 @@ def _resize(node: Any, g: _Graph, target: "Target") -> str:
         return "linear resize: half-pixel only, from TensorRT 8.6"
     if mode not in ("nearest", "linear"):
         return f"{mode} resize"
-    src, dst = g.shape(node.input[0]), g.shape(node.output[0])
+    src, dst = g.shapes.get(node.input[0]), g.shapes.get(node.output[0])
     if not src or not dst or None in src or None in dst:
         return "resize to a size not fixed when the engine is built"
     scales = [d / s for s, d in zip(src, dst)]
@@ -327,10 +292,10 @@ def _resize(node: Any, g: _Graph, target: "Target") -> str:
     return ""
 
 
-def _softmax(node: Any, g: _Graph, target: "Target") -> str:
+def _softmax(node: Any, g: GraphFacts, target: "Target") -> str:
     if target.dla == "xavier":
         return "Softmax: Xavier's DLA has no SoftMax layer"
-    shape = g.shape(node.input[0])
+    shape = g.shapes.get(node.input[0])
     if shape is None or len(shape) != 4:
         return f"Softmax over a {len(shape) if shape else '?'}-D tensor; the DLA's layers are 4-D"
     axis = int(_attr(node, "axis", -1)) % 4
@@ -343,7 +308,7 @@ def _softmax(node: Any, g: _Graph, target: "Target") -> str:
     return ""
 
 
-def _slice(node: Any, g: _Graph) -> str:
+def _slice(node: Any, g: GraphFacts) -> str:
     if node.op_type == "Split":
         axis = int(_attr(node, "axis", 0)) % 4
         return "" if axis != 0 else "split on the batch axis"

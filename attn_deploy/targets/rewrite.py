@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from attn_deploy.onnxfile import GraphFacts
 from attn_deploy.targets import OpSupport, Target
 
 INTEGER_TYPES = {6, 7}  # INT32, INT64 (TensorProto)
@@ -73,39 +74,7 @@ class Builder:
         return f"{self.base}/{what}_{self.count}_output"
 
 
-@dataclass(frozen=True)
-class Info:
-    """Element types and ranks of the graph's tensors, from shape inference."""
-
-    types: dict[str, int]
-    ranks: dict[str, int]
-    shapes: dict[str, list[int]]  # 0 for a dimension not fixed
-    consts: dict[str, Any]
-
-    @classmethod
-    def of(cls, proto: Any) -> "Info":
-        import onnx
-        from onnx import numpy_helper
-
-        inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=False)
-        values = list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output)
-        types = {v.name: v.type.tensor_type.elem_type for v in values}
-        types.update({i.name: i.data_type for i in proto.graph.initializer})
-        ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in values if v.type.tensor_type.HasField("shape")}
-        shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in values
-                  if v.type.tensor_type.HasField("shape")}
-        consts = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
-        for n in proto.graph.node:
-            if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
-                consts[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
-        return cls(types, ranks, shapes, consts)
-
-
-def _opset(proto: Any) -> int:
-    return next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
-
-
-def _mod(proto: Any, node: Any, info: Info) -> list[Any] | None:
+def _mod(proto: Any, node: Any, info: GraphFacts) -> list[Any] | None:
     """Integer Mod as Div, Mul, Sub (and for Python's rule a sign fix); None for a float Mod."""
     import numpy as np
     from onnx import helper
@@ -126,7 +95,7 @@ def _mod(proto: Any, node: Any, info: Info) -> list[Any] | None:
     return b.nodes
 
 
-def _layer_norm(proto: Any, node: Any, info: Info) -> list[Any] | None:
+def _layer_norm(proto: Any, node: Any, info: GraphFacts) -> list[Any] | None:
     """LayerNormalization (one output) as ReduceMean, Sub, Mul, ReduceMean, Add, Sqrt, Div, Mul, Add."""
     import numpy as np
     from onnx import helper
@@ -135,9 +104,10 @@ def _layer_norm(proto: Any, node: Any, info: Info) -> list[Any] | None:
         return None  # Mean / InvStdDev outputs asked for: not written out here
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
     axis, eps = int(attrs.get("axis", -1)), float(attrs.get("epsilon", 1e-5))
-    rank = info.ranks.get(node.input[0])
-    if rank is None:
+    shape = info.shapes.get(node.input[0])
+    if shape is None:
         return None
+    rank = len(shape)
     axes = list(range(axis % rank, rank))
     np_type = {1: np.float32, 10: np.float16}.get(info.types.get(node.input[0], 1))
     if np_type is None:
@@ -145,7 +115,7 @@ def _layer_norm(proto: Any, node: Any, info: Info) -> list[Any] | None:
     b = Builder(proto, node.name or node.output[0])
 
     def mean(x: str) -> str:
-        if _opset(proto) >= 18:
+        if (info.opset or 0) >= 18:
             return b.op("ReduceMean", [x, b.const(axes, np.int64)], keepdims=1)
         return b.op("ReduceMean", [x], axes=axes, keepdims=1)
 
@@ -158,7 +128,7 @@ def _layer_norm(proto: Any, node: Any, info: Info) -> list[Any] | None:
     return b.nodes
 
 
-REWRITES: dict[str, tuple[str, Callable[[Any, Any, Info], list[Any] | None]]] = {
+REWRITES: dict[str, tuple[str, Callable[[Any, Any, GraphFacts], list[Any] | None]]] = {
     "Mod": ("Div, Mul, Sub (Less, Cast, Add for the sign)", _mod),
     "LayerNormalization": ("ReduceMean, Sub, Mul, Add, Sqrt, Div", _layer_norm),
 }
@@ -174,7 +144,7 @@ def rewrite_for(proto: Any, table: dict[str, OpSupport], target: Target | None =
         wanted.update(DLA_REWRITES if target.version < (11,) else {k: v for k, v in DLA_REWRITES.items() if k != "Div"})
     if not any(n.op_type in wanted for n in proto.graph.node):
         return []
-    info = Info.of(proto)
+    info = GraphFacts.of(proto)
     done, nodes = [], []
     for node in list(proto.graph.node):
         into, fn = wanted.get(node.op_type, ("", None))
@@ -201,7 +171,7 @@ def _pool_windows(extent: int, top: int = 8) -> list[int] | None:
     return out
 
 
-def _reduce_axes(node: Any, info: Info) -> list[int] | None:
+def _reduce_axes(node: Any, info: GraphFacts) -> list[int] | None:
     """The spatial axes (2, 3) a 4-D reduction with kept dimensions runs over, or None."""
     import numpy as np
     from onnx import helper
@@ -220,7 +190,7 @@ def _reduce_axes(node: Any, info: Info) -> list[int] | None:
     return axes if axes and set(axes) <= {2, 3} else None
 
 
-def _as_pools(proto: Any, node: Any, info: Info) -> list[Any] | None:
+def _as_pools(proto: Any, node: Any, info: GraphFacts) -> list[Any] | None:
     """A spatial mean or max as average or max pools of windows at most 8 (module text)."""
     shape = info.shapes.get(node.input[0])
     axes = _reduce_axes(node, info)
@@ -241,7 +211,7 @@ def _as_pools(proto: Any, node: Any, info: Info) -> list[Any] | None:
     return b.nodes
 
 
-def _div_const(proto: Any, node: Any, info: Info) -> list[Any] | None:
+def _div_const(proto: Any, node: Any, info: GraphFacts) -> list[Any] | None:
     """x / c with a constant c as x * (1 / c), in c's type."""
     import numpy as np
 
@@ -254,7 +224,7 @@ def _div_const(proto: Any, node: Any, info: Info) -> list[Any] | None:
 
 
 # for a DLA: what the DLA's layers run instead (module text)
-DLA_REWRITES: dict[str, tuple[str, Callable[[Any, Any, Info], list[Any] | None]]] = {
+DLA_REWRITES: dict[str, tuple[str, Callable[[Any, Any, GraphFacts], list[Any] | None]]] = {
     "GlobalAveragePool": ("AveragePool windows of at most 8", _as_pools),
     "ReduceMean": ("AveragePool windows of at most 8", _as_pools),
     "GlobalMaxPool": ("MaxPool windows of at most 8", _as_pools),
