@@ -287,3 +287,26 @@ def test_our_checkpoint_keeps_the_variant_that_was_read(tmp_path: Path, recwarn:
     x = torch.rand(1, 3, 96, 128)
     with torch.no_grad():
         torch.testing.assert_close(again(x), fork(x))
+
+
+@pytest.mark.parametrize("fork", [None, "CoordAtt"])
+def test_attention_batchnorm_keeps_the_family_eps(tmp_path: Path, fork: str | None) -> None:
+    """Bug found: an attention layer rebuilt in its variant got torch's BatchNorm eps (1e-5), not
+    the 1e-3 every BatchNorm of the model is built with (yolov5's initialize_weights), so our own
+    checkpoints and plain state dicts of CA models ran 0.06 px away from the model as trained (the
+    fork's pickled record, when there is one, still gives its own eps)."""
+    import torch.nn as nn
+
+    from attn_deploy.models.checkpoint import write_checkpoint
+    from attn_deploy.models.zoo import create_model
+
+    if fork:  # a fork checkpoint: eps comes from its record
+        net = load_model(weights=saved(tmp_path, y5.randomize(y5.DetectionModel(fork_cfg(fork)))))
+    else:
+        net = create_model("yolov5n-ca", nc=3)
+        y5.randomize(net)
+    again = load_model(weights=write_checkpoint(tmp_path / "ours.pt", net, half=False))
+    assert {m.eps for m in again.modules() if type(m) is nn.BatchNorm2d} == {1e-3}
+    x = torch.rand(1, 3, 96, 128)
+    with torch.no_grad():
+        torch.testing.assert_close(again.eval()(x), net.eval()(x))

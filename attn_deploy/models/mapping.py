@@ -72,9 +72,23 @@ def _adapt_attention(model: Detector, ckpt: Checkpoint, i: int) -> list[dict[str
     except (ValueError, TypeError, IndexError, KeyError, StopIteration) as e:
         raise UserError(f"layer {i} ({fork.cls[:40]}): cannot read this fork's variant: {library_text(e, 100)}") from e
     new.i, new.f, new.type = layer.i, layer.f, layer.type
+    _keep_norm_settings(layer, new)
     new.variant = dict(kwargs)  # written into our own checkpoints, so that a reload needs no reading
     model.model[i] = new
     return [{"layer": i, "module": fork.cls, **r.to_dict()} for r in fork.readings]
+
+
+def _keep_norm_settings(old: nn.Module, new: nn.Module) -> None:
+    """The rebuilt layer's BatchNorm keeps the family's settings (eps 1e-3, momentum 0.03, set on
+    every BatchNorm at build, as yolov5's and ultralytics' initialize_weights do): a fresh module
+    has torch's 1e-5, which our own checkpoints and plain state dicts (no record to read eps from)
+    then carried, 0.06 px away from the model as trained. A fork's record still has the last word
+    (``_copy_norm_eps``)."""
+    norms = [m for m in old.modules() if type(m) is nn.BatchNorm2d]
+    if norms:
+        for m in new.modules():
+            if type(m) is nn.BatchNorm2d:
+                m.eps, m.momentum = norms[0].eps, norms[0].momentum
 
 
 def load_quantized(model: Detector, ckpt: Checkpoint) -> Detector:
