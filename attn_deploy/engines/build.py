@@ -146,6 +146,37 @@ def input_profile(model: onnx.ModelProto, shapes: tuple[Shape, Shape, Shape] | N
     return inp.name, shapes
 
 
+@dataclass(frozen=True)
+class EngineFacts:
+    """What one build found and decided: the TensorRT that built, the GPU it built on, the
+    builder plan, the ONNX's own precision, the input profile and the DLA placement."""
+
+    tensorrt: str
+    gpu: dict[str, Any] | None
+    plan: Plan
+    onnx_precision: str
+    profile: tuple[str, tuple[Shape, Shape, Shape]] | None = None
+    placement: dict[str, Any] | None = None
+
+
+def engine_sidecar(onnx_file: str, onnx_sha256: str, export: dict[str, Any] | None, opts: BuildOptions,
+                   made: EngineFacts, seconds: float) -> dict[str, Any]:
+    """The engine's sidecar ``FILE.engine.json`` from what the build was given and found (its own
+    function so that ``tools/json_schemas.py`` can describe it where no TensorRT is)."""
+    profile, plan = made.profile, made.plan
+    return {
+        "tensorrt": made.tensorrt, "gpu": made.gpu,
+        "precision": opts.precision, "onnx_precision": made.onnx_precision, "plan": asdict(plan),
+        "profiles": [{"input": profile[0], "min": profile[1][0], "opt": profile[1][1], "max": profile[1][2]}] if profile else [],
+        "onnx": {"file": onnx_file, "sha256": onnx_sha256}, "export": export,
+        "dla": {"core": opts.dla_core, "gpu_fallback": opts.gpu_fallback} if opts.dla_core is not None else None,
+        "target": {**opts.target.to_dict(), "dla_placement": made.placement} if opts.target is not None else None,
+        "calib_cache": {"path": str(opts.calib_cache.resolve()), "sha256": sha256(opts.calib_cache.read_bytes())}
+        if plan.int8 and opts.calib_cache else None,
+        "build_seconds": round(seconds, 1),
+    }
+
+
 def build_engine(onnx_path: str | Path, output: str | Path | None, opts: BuildOptions) -> BuildResult:
     """A TensorRT engine from ``onnx_path`` (default output: beside it, ``.engine``) and its
     sidecar ``.engine.json``; a UserError when TensorRT is missing or refuses the graph."""
@@ -173,17 +204,9 @@ def build_engine(onnx_path: str | Path, output: str | Path | None, opts: BuildOp
     out = Path(output) if output else src.with_suffix(".engine")
     start = time.perf_counter()
     data = _build(src, plan, profile, opts)
-    sidecar = {
-        "tensorrt": trt.__version__, "gpu": gpu.to_dict() if (gpu := gpu_info()) else None,
-        "precision": opts.precision, "onnx_precision": carried, "plan": asdict(plan),
-        "profiles": [{"input": profile[0], "min": profile[1][0], "opt": profile[1][1], "max": profile[1][2]}] if profile else [],
-        "onnx": {"file": src.name, "sha256": sha256(raw)}, "export": export,
-        "dla": {"core": opts.dla_core, "gpu_fallback": opts.gpu_fallback} if opts.dla_core is not None else None,
-        "target": {**opts.target.to_dict(), "dla_placement": placement} if opts.target is not None else None,
-        "calib_cache": {"path": str(opts.calib_cache.resolve()), "sha256": sha256(opts.calib_cache.read_bytes())}
-        if plan.int8 and opts.calib_cache else None,
-        "build_seconds": round(time.perf_counter() - start, 1),
-    }
+    gpu = gpu_info()
+    made = EngineFacts(trt.__version__, gpu.to_dict() if gpu else None, plan, carried, profile, placement)
+    sidecar = engine_sidecar(src.name, sha256(raw), export, opts, made, time.perf_counter() - start)
     atomic_write(out, data)
     atomic_write(out.with_name(out.name + ".json"), to_json(sidecar).encode())
     return BuildResult(out, sidecar)
@@ -201,8 +224,14 @@ def _build(src: Path, plan: Plan, profile: tuple[str, tuple[Shape, Shape, Shape]
     ``mark``: the network's outputs become exactly these tensors (a debug engine for
     ``parity --per-block``: the layer boundaries only, never every tensor)."""
     import tensorrt as trt
-    from polygraphy.backend.trt import (CreateConfig, EngineBytesFromNetwork, ModifyNetworkOutputs, NetworkFromOnnxPath,
-                                        PostprocessConfig, Profile)
+    from polygraphy.backend.trt import (
+        CreateConfig,
+        EngineBytesFromNetwork,
+        ModifyNetworkOutputs,
+        NetworkFromOnnxPath,
+        PostprocessConfig,
+        Profile,
+    )
 
     network = NetworkFromOnnxPath(str(src), strongly_typed=True) if plan.strongly_typed else NetworkFromOnnxPath(str(src))
     if mark:
