@@ -13,7 +13,7 @@ import attn_deploy
 ROOT = Path(attn_deploy.__file__).parent
 LEVEL = {"data": 0, "ops": 0, "targets": 0, "blocks": 1, "models": 1, "engines": 2, "parity": 3, "exporter": 3, "diagnose": 4, "train": 4, "calib": 5,
          "report": 6, "htmlreport": 6, "shipping": 6, "serve": 6, "qat": 6, "cli": 7}
-NEUTRAL = {"__init__", "errors", "files", "sidecar", "onnxfile", "layouts"}  # read by every layer, import no layer
+NEUTRAL = {"__init__", "errors", "files", "sidecar", "onnxfile", "layouts", "schemas"}  # read by every layer, import no layer
 # The package's face re-exports the layers' API on first use (PEP 562), above them all; the
 # layers take only __version__ from it, and 'import attn_deploy' loads no layer (test_ship.py).
 FACE = "__init__"
