@@ -29,11 +29,12 @@ import time
 from pathlib import Path
 
 import onnx
+from stamp import Stamp
 
 from attn_deploy.calib.calibrate import calibrate
-from attn_deploy.calib.result import CalibOptions, CalibResult
 from attn_deploy.calib.evaluate import Evaluator, calibration_images
 from attn_deploy.calib.int8 import quantize_int8
+from attn_deploy.calib.result import CalibOptions, CalibResult
 from attn_deploy.calib.surgery import keep_out
 from attn_deploy.exporter.layers import layer_nodes
 from attn_deploy.sidecar import read_sidecar
@@ -87,18 +88,12 @@ def frontier_table(results: dict[str, tuple[CalibResult, float]], base_s: float)
     return rows
 
 
-def stamp(args: argparse.Namespace, results: dict[str, tuple[CalibResult, float]]) -> str:
-    import datetime
-    import platform
-    from importlib.metadata import version
-
+def heading(args: argparse.Namespace, results: dict[str, tuple[CalibResult, float]], stamp: Stamp) -> str:
     r = results["none"][0]
     return (f"`{args.onnx.name}` on {r.counts.get('val', '?')} validation images of `{args.data.parent.name}`, "
             f"calibration {args.images} images, budget {args.budget:g} points of mAP50-95 (float32 "
-            f"{r.reference.map50_95:.3f}). Measured by `benchmarks/calib_bench.py` on {datetime.date.today()}: "
-            f"attn-deploy {version('attn-deploy')}, torch {version('torch')}, onnxruntime {version('onnxruntime')}, "
-            f"nvidia-modelopt {version('nvidia-modelopt')}, pycocotools, {platform.machine()} CPU "
-            f"({__import__('os').cpu_count()} cores); each time also as a ratio to `--exclude none` in the same run.")
+            f"{r.reference.map50_95:.3f}). {stamp.line()} Each time is also given as a ratio to "
+            "`--exclude none` in the same run.")
 
 
 def plot(results: dict[str, tuple[CalibResult, float]], budget: float, title: str, out: Path) -> None:
@@ -142,6 +137,7 @@ def main() -> None:
     ap.add_argument("--markdown", type=Path, help="also write the table, stamped, to this Markdown file")
     ap.add_argument("--plot", type=Path, help="also draw damage against MACs in INT8 to this PNG")
     args = ap.parse_args()
+    started = Stamp(__file__, ("attn-deploy", "torch", "onnxruntime", "nvidia-modelopt", "pycocotools"))
     with tempfile.TemporaryDirectory(prefix="calib-bench-") as tmp:
         base = {"data": args.data, "images": args.images, "max_map_drop": args.budget}
         ways = [("none", CalibOptions(**base, exclude=("none",), output=Path(tmp) / "none.onnx"))]
@@ -166,7 +162,7 @@ def main() -> None:
         table = frontier_table(results, base_s)
         print("\n".join(table))
         if args.markdown:
-            args.markdown.write_text("\n".join([stamp(args, results), "", *table]) + "\n")
+            args.markdown.write_text("\n".join([heading(args, results, started), "", *table]) + "\n")
         if args.plot:
             plot(results, args.budget, args.onnx.stem, args.plot)
         ranked = results["ranked"][0] if "ranked" in results else None

@@ -14,14 +14,11 @@ are used: parsing is the parser table's verdict, DLA placement is ``targets/dla.
 from __future__ import annotations
 
 import argparse
-import datetime
-import platform
 import tempfile
-import time
-from importlib.metadata import version
 from pathlib import Path
 
 import onnx
+from stamp import Stamp
 
 from attn_deploy.exporter import ExportSpec, export_model
 from attn_deploy.models import load_model, model_names
@@ -82,7 +79,7 @@ def main() -> None:
     ap.add_argument("-o", "--output", type=Path, default=Path("benchmarks/target_matrix.md"))
     args = ap.parse_args()
     chosen, sizes = targets(), [int(s) for s in args.check_sizes.split(",")]
-    start = time.perf_counter()
+    started = Stamp(__file__, ("attn-deploy", "torch", "onnx", "onnxruntime"))
     rows, notes, checked = [], {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for model in args.models.split(","):
@@ -96,9 +93,7 @@ def main() -> None:
             print(rows[-1], flush=True)
     head = ["| model | " + " | ".join(f"{t.name} (TensorRT {t.tensorrt})" for t in chosen) + " |",
             "|---|" + "---|" * len(chosen)]
-    stamp = (f"Measured by `benchmarks/target_matrix.py` on {datetime.date.today()} at {args.imgsz}x{args.imgsz}: "
-             f"attn-deploy {version('attn-deploy')}, torch {version('torch')}, onnx {version('onnx')}, "
-             f"onnxruntime {version('onnxruntime')}, {platform.machine()} CPU, {time.perf_counter() - start:.0f} s. "
+    stamp = (started.line(f"at {args.imgsz}x{args.imgsz}") + " "
              "✓ the target's parser table takes every node; ✗ the first refused op; DLA: the share of the "
              "multiply-accumulates that run on the DLA and the tensors copied between DLA and GPU.")
     text = "\n".join([stamp, "", *head, *rows, "", "Rewrites and refusals:", "",
