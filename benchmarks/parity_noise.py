@@ -19,7 +19,10 @@ float32 error grows with them. ``NAME@bn`` recomputes the BatchNorm statistics f
 images, as training leaves them; ``NAME@xS`` then multiplies every BatchNorm weight and bias
 by S (activations S times larger where they stay positive).
 
-    python benchmarks/parity_noise.py [--models yolov5n,yolov5s] [--imgsz 640] [--images 3]
+    python benchmarks/parity_noise.py [--models yolov5n,yolov5s] [--imgsz 640] [--images 3] [--markdown FILE.md]
+
+``--markdown FILE.md`` also writes the rows as a table with the date, versions, machine and its
+load (``benchmarks/stamp.py``): the documentation's results page includes it as it is.
 """
 
 from __future__ import annotations
@@ -34,11 +37,12 @@ import numpy as np
 import onnx
 import torch
 from onnx import numpy_helper
+from stamp import Stamp
 
 from attn_deploy.engines import OnnxrtRunner
 from attn_deploy.exporter import ExportSpec
 from attn_deploy.exporter.parity_check import measure_noise, random_images
-from attn_deploy.exporter.torch2onnx import clean, torch_to_onnx, yolov5_metadata
+from attn_deploy.exporter.torch2onnx import clean, onnx_metadata, torch_to_onnx
 from attn_deploy.models import create_model, load_model
 from attn_deploy.models.yolo import DetectionModel
 from attn_deploy.parity.tensor import Noise, Tolerances, compare_part
@@ -152,7 +156,8 @@ def measure(spec: str, imgsz: int, images: int) -> Row:
     size = size or imgsz
     noise = measure_noise(net, size, size)
     tol = noise.tolerances()
-    plain = clean(torch_to_onnx(net, ExportSpec((size, size))), net.name, yolov5_metadata(net)).SerializeToString()
+    spec = ExportSpec((size, size))
+    plain = clean(torch_to_onnx(net, spec), net.name, onnx_metadata(net, spec)).SerializeToString()
     xs = [random_images(1, size, size, seed) for seed in range(images)]
     ort32, worst = errors(net, OnnxrtRunner(plain, spinning=False), xs, tol, noise)
     with torch.inference_mode():
@@ -183,15 +188,41 @@ def show(r: Row) -> None:
           + f" | {r.seconds:.0f}s", flush=True)
 
 
+def markdown_table(rows: list[Row], images: int, stamp: Stamp) -> str:
+    """The rows as Markdown under their stamp; each pair is boxes (px) / scores."""
+    lines = [stamp.line(f"with ORT-32 over {images} random image(s) (1 for yolov5l/x)") + " Each pair is boxes "
+             "(px) / scores. noise: PyTorch float32 against float64 on one image; ORT-32: ONNX Runtime against "
+             "PyTorch float32, ORT-64 against float64; tolerance: what the export's parity check allows; margin: "
+             "how many times the worst error fits in it; damaged graphs: as multiples of the noise (boxes / scores) "
+             "and of the tolerance (the worse part).", "",
+             ("| model | imgsz | head input max | noise | ORT-32 | ORT-64 | ORT-32 / noise | tolerance | margin "
+              "| head row +0.5: x noise, x tol | backbone weight +8 max: x noise, x tol | s |"),
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        n, t = r.noise, r.tol
+        damaged = [f"{b:.2g} / {sc:.2g}, {w:.3g}" for b, sc, w in r.damaged]
+        lines.append(f"| {r.name} | {r.imgsz} | {r.act:.3g} | {n.box:.2e} / {n.score:.2e} | "
+                     f"{r.ort32[0]:.2e} / {r.ort32[1]:.2e} | {r.ort64[0]:.2e} / {r.ort64[1]:.2e} | "
+                     f"{times(r.ort32[0], n.box):.2f} / {times(r.ort32[1], n.score):.2f} | "
+                     f"{t.box_atol:.2e} / {t.score_atol:.2e} | {1 / r.worst[0]:.1f} / {1 / r.worst[1]:.1f} | "
+                     f"{' | '.join(damaged)} | {r.seconds:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default=DEFAULT, help="comma list of NAME[@xSCALE][@IMGSZ]")
     ap.add_argument("--imgsz", type=int, default=640)
     ap.add_argument("--images", type=int, default=3, help="images for ORT-32 (yolov5l/x: 1)")
+    ap.add_argument("--markdown", type=Path, help="also write the rows, stamped, to this Markdown file")
     args = ap.parse_args()
+    stamp, rows = Stamp(__file__, ("attn-deploy", "torch", "onnx", "onnxruntime")), []
     for spec in args.models.split(","):
         big = spec.split("@")[0] in ("yolov5l", "yolov5x")
-        show(measure(spec, args.imgsz, 1 if big else args.images))
+        rows.append(measure(spec, args.imgsz, 1 if big else args.images))
+        show(rows[-1])
+    if args.markdown:
+        args.markdown.write_text(markdown_table(rows, args.images, stamp))
 
 
 if __name__ == "__main__":

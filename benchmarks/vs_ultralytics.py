@@ -32,7 +32,10 @@ ultralytics is the reference only (never a dependency of the package). It runs o
 and keep an unsimplified graph.
 
     python benchmarks/vs_ultralytics.py [--models yolov8n,yolo26n] [--runs 30] [--export-runs 3]
-        [--torch-threads 1] [--json PATH]
+        [--torch-threads 1] [--json PATH] [--markdown FILE.md]
+
+``--markdown FILE.md`` also writes the table with the date, versions, machine and its load
+(``benchmarks/stamp.py``): the documentation's results page includes it as it is.
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ import numpy as np
 import onnx
 import torch
 import yaml
+from stamp import Stamp
 from torch import nn
 
 from attn_deploy.engines import OnnxrtRunner
@@ -289,13 +293,38 @@ def print_table(rows: list[Row], args: argparse.Namespace) -> None:
           "parity and the noise pass ('!': a check failed). |d|: max |ours - theirs| on one random image\n"
           "(-e2e: the two top-300 matched as sets, near-tied scores come in either order).")
     for r in (r for r in rows if not r.error):
-        notes = [", ".join(f"{op} {d:+d}" for op, d in r.ops_diff.items())] if r.ops_diff else []
-        if r.shapes[0] != r.shapes[1]:
-            notes.append(f"output shapes differ: ours {r.shapes[0]}, theirs {r.shapes[1]}")
-        if r.class_mismatches:
-            notes.append(f"{r.class_mismatches} matched detections differ in class")
-        if notes:
+        if notes := notes_of(r):
             print(f"  {r.model}: ops ours - theirs: " + "; ".join(notes))
+
+
+def markdown_table(rows: list[Row], args: argparse.Namespace, stamp: Stamp) -> str:
+    """The table as Markdown under its stamp; the op counts that differ as a list below it."""
+    setting = (f"at {args.imgsz}x{args.imgsz}, batch 1, opset 17; ONNX Runtime {THREADS} threads, {args.runs} "
+               f"interleaved runs; {args.export_runs} exports per exporter, torch {args.torch_threads} thread(s)")
+    lines = [stamp.line(setting), "",
+             ("| model | nodes ours / theirs | ORT ms ours / theirs | latency ratio (IQR) | A/A IQR "
+              "| export s ours / theirs | export ratio | export +checks s | max diff boxes px | max diff scores |"),
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        if r.error:
+            lines.append(f"| {r.model} | ultralytics' exporter failed: {r.error.replace('|', '/')} |" + " |" * 8)
+            continue
+        (no, nt), (lo, lt), (eo, et), (ratio, q1, q3) = r.nodes, r.latency_ms, r.export_s, r.latency_ratio
+        check = f"{r.export_checked_s:.1f}" + ("" if r.checks_passed else " (a check failed)")
+        lines.append(f"| {r.model} | {no} / {nt} | {lo:.1f} / {lt:.1f} | {ratio:.2f} ({q1:.2f}-{q3:.2f}) | "
+                     f"{r.noise_ratio[1]:.2f}-{r.noise_ratio[2]:.2f} | {eo:.1f} / {et:.1f} | {r.export_ratio:.2f} | "
+                     f"{check} | {r.max_diff[0]:.2e} | {r.max_diff[1]:.2e} |")
+    notes = [f"- {r.model}: " + "; ".join(n) for r in rows if not r.error and (n := notes_of(r))]
+    return "\n".join(lines + (["", "Where the graphs differ (ops: ours minus theirs):", "", *notes] if notes else [])) + "\n"
+
+
+def notes_of(r: Row) -> list[str]:
+    notes = [", ".join(f"{op} {d:+d}" for op, d in r.ops_diff.items())] if r.ops_diff else []
+    if r.shapes[0] != r.shapes[1]:
+        notes.append(f"output shapes differ: ours {r.shapes[0]}, theirs {r.shapes[1]}")
+    if r.class_mismatches:
+        notes.append(f"{r.class_mismatches} matched detections differ in class")
+    return notes
 
 
 def main() -> None:
@@ -306,7 +335,9 @@ def main() -> None:
     ap.add_argument("--export-runs", type=int, default=3, help="exports per exporter")
     ap.add_argument("--torch-threads", type=int, default=1, help="torch's threads while exporting (both sides)")
     ap.add_argument("--json", type=Path, help="also write the figures here")
+    ap.add_argument("--markdown", type=Path, help="also write the table, stamped, to this Markdown file")
     args = ap.parse_args()
+    stamp = Stamp(__file__, ("attn-deploy", "torch", "onnx", "onnxruntime", "ultralytics", "onnxslim"))
     ultralytics()
     torch.set_num_threads(args.torch_threads)
     x = np.random.default_rng(0).random((1, 3, args.imgsz, args.imgsz), dtype=np.float32)
@@ -317,6 +348,8 @@ def main() -> None:
             rows.append(measure(name, Path(tmp), args, x))
             print(f"  measured {name} in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
     print_table(rows, args)
+    if args.markdown:
+        args.markdown.write_text(markdown_table(rows, args, stamp))
     if args.json:
         meta = {"imgsz": args.imgsz, "runs": args.runs, "export_runs": args.export_runs, "ort_threads": THREADS,
                 "torch_threads": args.torch_threads, "ultralytics": ultralytics().__version__,
