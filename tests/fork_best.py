@@ -20,7 +20,6 @@ import warnings
 from pathlib import Path
 
 import torch
-
 import yolov5_standin as y5
 
 FORK_SPELLING = {"ca": "CoordAtt"}  # our zoo key -> the class name the fork's yaml writes

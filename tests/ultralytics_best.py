@@ -28,7 +28,7 @@ from torch import nn
 DEMO = Path(__file__).resolve().parent.parent / "demo" / "yolo11n-ca-shapes.pt"
 
 
-class h_sigmoid(nn.Module):  # noqa: N801 - the official coordatt.py's names
+class h_sigmoid(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.relu = nn.ReLU6()
@@ -37,7 +37,7 @@ class h_sigmoid(nn.Module):  # noqa: N801 - the official coordatt.py's names
         return self.relu(x + 3) / 6
 
 
-class h_swish(nn.Module):  # noqa: N801
+class h_swish(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.sigmoid = h_sigmoid()
@@ -59,7 +59,7 @@ class CoordAtt(nn.Module):
         self.conv_w = nn.Conv2d(mip, inp, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, c, h, w = x.size()
+        h, w = x.shape[2:]
         x_h = x.mean(3, keepdim=True)
         x_w = x.mean(2, keepdim=True).permute(0, 1, 3, 2)
         y = self.act(self.bn1(self.conv1(torch.cat([x_h, x_w], dim=2))))
