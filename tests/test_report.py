@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
+import base64
+import importlib.util
 import json
 import re
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
+from browser import open_report, why_no_browser
 from click.testing import CliRunner
 
 from attn_deploy.cli import main
+from attn_deploy.data import style
 from attn_deploy.exporter.export import export_model
 from attn_deploy.exporter.torch2onnx import ExportSpec
 from attn_deploy.htmlreport import Page, Section, Table, from_rich, write_report
 from attn_deploy.models import load_model
 from attn_deploy.models.zoo import create_model
-from browser import open_report, why_no_browser
 
-DEMO = Path(__file__).resolve().parent.parent / "demo" / "yolov5n-ca-shapes.pt"
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = ROOT / "demo" / "yolov5n-ca-shapes.pt"
 
 
 def cli(*args: str) -> tuple[int, str, str]:
@@ -113,3 +118,69 @@ def test_report_opens_in_chromium(kind: str, reports: dict[str, Path], tmp_path:
     assert shot is not None and shot.shape[0] > 400 and shot.std() > 20
     assert len(np.unique(shot.reshape(-1, 3)[::97], axis=0)) > 50  # a page with content, not a blank one
     assert seen.title.startswith(kind)
+
+
+# ---- one look: the report, its charts and the site read the same values (data/style.py) ----
+
+
+def figures(html: str) -> dict[str, bytes]:
+    """The report's embedded pictures, by caption."""
+    return {alt: base64.b64decode(data) for data, alt in
+            re.findall(r'<img src="data:image/png;base64,([^"]+)" alt="([^"]*)"', html)}
+
+
+def pixels(png: bytes, colour: str, tol: int = 6) -> int:
+    """How many pixels of ``png`` are ``colour`` (within ``tol`` per channel: antialiasing)."""
+    import cv2
+
+    image = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1].astype(int)
+    return int((np.abs(image - style.rgb(colour)).max(-1) <= tol).sum())
+
+
+def site_config() -> dict:
+    class Loader(yaml.SafeLoader):  # mkdocs.yml may hold !!python/name and !ENV tags: read past them
+        pass
+
+    Loader.add_multi_constructor("", lambda loader, suffix, node: None)
+    return yaml.load((ROOT / "mkdocs.yml").read_text(), Loader=Loader)
+
+
+def test_the_report_and_the_site_share_one_palette(tmp_path: Path) -> None:
+    html = write_report(tmp_path / "r", Page("t", False, sections=[Section("s")]), {}).read_text()
+    css = html[html.index("<style>"):html.index("</style>")]
+    for value in (style.PRIMARY, style.PRIMARY_DARK, style.ACCENT, style.PASS, style.FAIL, style.NEUTRAL, style.FONT):
+        assert value in css, value
+    assert "background: var(--primary)" in css and '<span class="verdict fail">' in html  # the teal app bar, the badge
+    theme = site_config()["theme"]
+    assert theme["palette"] == {"primary": "teal", "accent": "amber"} and theme["font"] is False
+    extra = [ROOT / "docs" / p for p in site_config()["extra_css"]]
+    assert any(all(v in p.read_text() for v in (style.PASS, style.FAIL, style.NEUTRAL)) for p in extra)
+    for chart, colours in (("per-block-int8.png", (style.SERIES, style.SERIES_2, style.BUDGET)),):
+        png = (ROOT / "docs" / "results" / chart).read_bytes()
+        assert all(pixels(png, c, 40) > 20 for c in colours), chart
+
+
+@pytest.mark.skipif(importlib.util.find_spec("material") is None, reason="mkdocs-material is not installed")
+def test_the_palette_is_materials_own() -> None:
+    """style.py's teal, amber and fonts are the ones Material for MkDocs gives mkdocs.yml's names."""
+    folder = Path(importlib.util.find_spec("material").origin).parent / "templates" / "assets" / "stylesheets"
+    palette = next(folder.glob("palette.*.min.css")).read_text()
+    theme = site_config()["theme"]["palette"]
+    primary = re.search(rf"\[data-md-color-primary={theme['primary']}\]{{--md-primary-fg-color:(#\w+)", palette)
+    accent = re.search(rf"\[data-md-color-accent={theme['accent']}\]{{--md-accent-fg-color:(#\w+)", palette)
+    assert style.rgb(primary[1]) == style.rgb(style.PRIMARY) and style.rgb(accent[1]) == style.rgb(style.ACCENT)
+    main_css = next(folder.glob("main.*.min.css")).read_text()
+    fonts = re.search(r"--md-text-font-family:var\(--md-text-font, _\),\s*([^;}]+)", main_css)
+    assert " ".join(fonts[1].split()) == style.FONT
+
+
+def test_the_charts_draw_in_the_palette(reports: dict[str, Path]) -> None:
+    parity = figures((reports["parity"] / "report.html").read_text())
+    blocks = next(png for alt, png in parity.items() if alt.startswith("per-block"))
+    assert pixels(blocks, style.SERIES, 0) > 30 and pixels(blocks, style.SERIES_2, 0) > 200  # accumulated, local
+    assert pixels(blocks, style.CULPRIT, 0) > 100 and pixels(blocks, "#4C72B0", 30) == 0  # layer 9; no old blue
+    histograms = next(png for alt, png in parity.items() if "matched pairs" in alt)
+    assert pixels(histograms, style.SERIES, 0) > 500
+    calib = figures((reports["calib"] / "report.html").read_text())
+    (sensitivity,) = calib.values()
+    assert pixels(sensitivity, style.SERIES_2, 0) > 200 and pixels(sensitivity, style.BUDGET, 40) > 20  # thin: blended

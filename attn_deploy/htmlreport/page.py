@@ -1,4 +1,5 @@
-"""The page model (sections of tables and figures), rendered by ``report.html.j2``."""
+"""The page model (sections of tables and figures), rendered by ``report.html.j2`` in the site's
+look: its CSS colours and fonts come from ``data/style.py``."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from attn_deploy import __version__
+from attn_deploy.data import style
 from attn_deploy.errors import UserError
 from attn_deploy.files import atomic_write, check_writable, to_json
 
@@ -68,7 +70,7 @@ def render(page: Page) -> str:
     template = resources.files(__package__).joinpath("report.html.j2").read_text(encoding="utf-8")
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     return env.from_string(template).render(
-        page=page, version=__version__, when=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+        page=page, version=__version__, when=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), css=style.css_vars())
 
 
 def check_report_dir(directory: str | Path) -> Path:

@@ -57,7 +57,8 @@ def _blocks_section(blocks: Any) -> Section:
             "inherits. Both relative to the layer's max |output|. "
             + (f"Culprit: layer {blocks.culprit}." if blocks.culprit is not None else
                f"No layer's local error exceeds {blocks.tolerance:g}."))
-    figure = Figure(block_chart(blocks), "per-block relative error, log scale; shaded: attention blocks")
+    figure = Figure(block_chart(blocks), "per-block relative error, log scale: accumulated (line), local (bars), "
+                                         "the culprit's bar red, the tolerance dashed; shaded: attention blocks")
     return Section("Per-block error", text, [table], [figure], wide=True)
 
 
