@@ -468,7 +468,8 @@ def test_every_command_in_the_docs_is_one_the_cli_takes() -> None:
 def test_results_pages_show_only_generated_tables() -> None:
     """A results page types no table: it includes what a benchmark script wrote, stamped with
     the script, the date and the versions."""
-    for page in ("results/precision.md", "results/targets.md"):
+    for page in ("results/precision.md", "results/targets.md", "results/exporters.md", "results/parity-noise.md",
+                 "results/serving.md", "results/per-block.md"):
         text = (DOCS / page).read_text()
         assert not [line for line in text.splitlines() if line.startswith("|")], page
         included = re.findall(r'^--8<-- "(.+)"$', text, re.MULTILINE)
