@@ -155,7 +155,8 @@ def test_the_report_and_the_site_share_one_palette(tmp_path: Path) -> None:
     assert theme["palette"] == {"primary": "teal", "accent": "amber"} and theme["font"] is False
     extra = [ROOT / "docs" / p for p in site_config()["extra_css"]]
     assert any(all(v in p.read_text() for v in (style.PASS, style.FAIL, style.NEUTRAL)) for p in extra)
-    for chart, colours in (("per-block-int8.png", (style.SERIES, style.SERIES_2, style.BUDGET)),):
+    for chart, colours in (("target-matrix.png", (style.PRIMARY_DARK, style.PRIMARY_PALE, style.ACCENT)),
+                           ("per-block-int8.png", (style.SERIES, style.SERIES_2, style.BUDGET))):
         png = (ROOT / "docs" / "results" / chart).read_bytes()
         assert all(pixels(png, c, 40) > 20 for c in colours), chart
 
