@@ -52,9 +52,9 @@ def run_qat(opts: QatOptions, progress: Progress = lambda _: None, net: Any = No
     ``reference``: its float32 export, when there is one (``calib``, ``ship``), else one is made."""
     import onnx
 
-    from attn_deploy.calib.result import CalibResult, Stages, write_result
     from attn_deploy.calib.coverage import coverage
     from attn_deploy.calib.evaluate import Evaluator, calibration_images
+    from attn_deploy.calib.result import CalibResult, Stages, write_result
     from attn_deploy.exporter import ExportSpec
     from attn_deploy.exporter.torch2onnx import clean, onnx_metadata, torch_to_onnx
     from attn_deploy.models import load_model
@@ -70,7 +70,8 @@ def run_qat(opts: QatOptions, progress: Progress = lambda _: None, net: Any = No
     out = check_writable(Path(opts.output) if opts.output else Path(f"{net.name}.qat.int8.onnx"))
     stem = out.name.removesuffix(".onnx").removesuffix(".int8").removesuffix(".qat")
     stages = Stages(progress)
-    src = Path(reference) if reference is not None else _float_reference(net, out, stem, opts.imgsz, stages)
+    source = {k: str(v) for k, v in (("model", opts.model), ("cfg", opts.cfg), ("weights", opts.weights)) if v}
+    src = Path(reference) if reference is not None else _float_reference(net, out, stem, opts.imgsz, stages, source)
     side = read_sidecar(src) or {}
     spec = ExportSpec(tuple(int(d) for d in side.get("imgsz") or (opts.imgsz, opts.imgsz)), 1)
     with stages("images", "reading calibration and validation images"):
@@ -108,13 +109,15 @@ def _check(opts: QatOptions) -> None:
         raise UserError("qat: --epochs at least 1, --lr in (0, 1), --min-int8 in [0, 1], --max-map-drop at least 0")
 
 
-def _float_reference(net: Any, out: Path, stem: str, imgsz: int, stages: Any) -> Path:
-    """The float32 export beside the output, checked: what the quantized graph is scored against."""
+def _float_reference(net: Any, out: Path, stem: str, imgsz: int, stages: Any, source: dict[str, str]) -> Path:
+    """The float32 export beside the output, checked: what the quantized graph is scored against.
+    Its sidecar names where the model came from, as ``export``'s does, so that ``calib --qat``
+    on it finds the model again (it named the model's name alone, which no loader knows)."""
     from attn_deploy.exporter import ExportSpec, export_model
 
     src = check_writable(out.with_name(f"{stem}.onnx" if f"{stem}.onnx" != out.name else f"{stem}.float32.onnx"))
     with stages("export", f"exporting the float32 reference {src.name}"):
-        exported = export_model(net, src, ExportSpec((imgsz, imgsz), 1))
+        exported = export_model(net, src, ExportSpec((imgsz, imgsz), 1), source=source or None)
     if not exported:
         raise UserError(f"the float32 export of {net.name} failed its own checks: {'; '.join(exported.failures())[:150]}")
     return src

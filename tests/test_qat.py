@@ -46,6 +46,9 @@ def test_qat_writes_a_graph_with_every_convolution_in_int8(fine_tuned: tuple[int
     assert side["precision"]["method"] == "qat" and side["onnx"]["from"] == "demo.onnx"
     assert side["layers"][9]["output"].startswith("/model.9/")  # the boundaries found again in the Q/DQ graph
     assert (out.parent / "demo.onnx").is_file() and doc["checkpoint"] == str(out.parent / "demo.qat.pt")
+    # bug found: the float reference's sidecar named the model ('yolov5n-ca-shapes') and not its
+    # weights, so calib --qat on it failed with "unknown model"
+    assert json.loads((out.parent / "demo.json").read_text())["source"] == {"weights": str(DEMO)}
 
 
 def test_the_reported_damage_is_the_graphs_own(fine_tuned: tuple[int, dict, Path], shapes: Path) -> None:

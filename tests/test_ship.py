@@ -126,10 +126,11 @@ def test_docs_python_example_runs_as_written(shapes: Path, tmp_path: Path, no_tr
     monkeypatch.chdir(tmp_path)
     exec(compile(block, "docs/howto/ship.md", "exec"), {})  # noqa: S102 - our own documentation
     out = capsys.readouterr().out
-    assert f"shipped {NAME}-ship/{NAME}.fp16.onnx" in out and re.search(r"^calib +pass +damage", out, re.MULTILINE)
-    doc = summary(tmp_path / f"{NAME}-ship")
+    folder = re.search(r'output="([^"]+)"', block).group(1)  # the block names its folder
+    assert f"shipped {folder}/{NAME}.fp16.onnx" in out and re.search(r"^calib +pass +damage", out, re.MULTILINE)
+    doc = summary(tmp_path / folder)
     assert doc["passed"] and doc["precision"] == "fp16" and doc["options"]["imgsz"] == [320, 320]
-    assert {f"{NAME}.fp16.onnx", f"{NAME}.fp16.json", "report.html"} <= {p.name for p in (tmp_path / f"{NAME}-ship").iterdir()}
+    assert {f"{NAME}.fp16.onnx", f"{NAME}.fp16.json", "report.html"} <= {p.name for p in (tmp_path / folder).iterdir()}
 
 
 def test_bad_input_met_on_the_way_is_recorded_then_refused(shapes: Path, tmp_path: Path, no_trt: None,
