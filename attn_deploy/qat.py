@@ -60,7 +60,7 @@ def run_qat(opts: QatOptions, progress: Progress = lambda _: None, net: Any = No
     from attn_deploy.models import load_model
     from attn_deploy.models.quantized import is_quantized
     from attn_deploy.onnxfile import node_macs
-    from attn_deploy.sidecar import read_sidecar
+    from attn_deploy.sidecar import model_source, read_sidecar
     from attn_deploy.train.qat import QatRecipe, fine_tune
 
     _check(opts)
@@ -70,7 +70,7 @@ def run_qat(opts: QatOptions, progress: Progress = lambda _: None, net: Any = No
     out = check_writable(Path(opts.output) if opts.output else Path(f"{net.name}.qat.int8.onnx"))
     stem = out.name.removesuffix(".onnx").removesuffix(".int8").removesuffix(".qat")
     stages = Stages(progress)
-    source = {k: str(v) for k, v in (("model", opts.model), ("cfg", opts.cfg), ("weights", opts.weights)) if v}
+    source = model_source(opts.model, opts.cfg, opts.weights)
     src = Path(reference) if reference is not None else _float_reference(net, out, stem, opts.imgsz, stages, source)
     side = read_sidecar(src) or {}
     spec = ExportSpec(tuple(int(d) for d in side.get("imgsz") or (opts.imgsz, opts.imgsz)), 1)

@@ -250,11 +250,12 @@ def _verify(net: Any, result: ShipResult, step: Step, say: Say) -> Path:
 def _export(net: Any, result: ShipResult, step: Step, say: Say) -> Path:
     from attn_deploy.exporter import ExportSpec, export_model
     from attn_deploy.exporter.export import target_opset
+    from attn_deploy.sidecar import model_source
 
     opts = result.options
     spec = ExportSpec(opts.size, opts.batch, opts.dynamic,
                       target_opset(opts.target, None) if opts.target is not None else opts.opset)
-    source = {k: str(v) for k, v in (("model", opts.model), ("cfg", opts.cfg), ("weights", opts.weights)) if v}
+    source = model_source(opts.model, opts.cfg, opts.weights)
     r = export_model(net, result.output / f"{net.name}.onnx", spec, source=source, progress=say, target=opts.target)
     result.export = r
     _judge(step, r.passed, r.failures(), "linted for TensorRT; ONNX Runtime matches PyTorch" + _target_words(r),

@@ -34,3 +34,9 @@ def export_sidecar(candidate: str | Path) -> dict[str, Any] | None:
         export = doc.get("export") if isinstance(doc, dict) else None
         return export if isinstance(export, dict) else None
     return read_sidecar(path)
+
+
+def model_source(model: str | None, cfg: str | Path | None, weights: str | Path | None) -> dict[str, str]:
+    """The sidecar's ``source``: the model as it was given (a zoo name, a yaml, weights), so that
+    a later verb (``calib --qat``) can load it again."""
+    return {k: str(v) for k, v in (("model", model), ("cfg", cfg), ("weights", weights)) if v}
