@@ -60,6 +60,7 @@ def run_qat(opts: QatOptions, progress: Progress = lambda _: None, net: Any = No
     from attn_deploy.models import load_model
     from attn_deploy.models.quantized import is_quantized
     from attn_deploy.onnxfile import node_macs
+    from attn_deploy.exporter.blockcheck import block_files
     from attn_deploy.sidecar import model_source, read_sidecar
     from attn_deploy.train.qat import QatRecipe, fine_tune
 
@@ -70,7 +71,7 @@ def run_qat(opts: QatOptions, progress: Progress = lambda _: None, net: Any = No
     out = check_writable(Path(opts.output) if opts.output else Path(f"{net.name}.qat.int8.onnx"))
     stem = out.name.removesuffix(".onnx").removesuffix(".int8").removesuffix(".qat")
     stages = Stages(progress)
-    source = model_source(opts.model, opts.cfg, opts.weights)
+    source = model_source(opts.model, opts.cfg, opts.weights, block_files(net))
     src = Path(reference) if reference is not None else _float_reference(net, out, stem, opts.imgsz, stages, source)
     side = read_sidecar(src) or {}
     spec = ExportSpec(tuple(int(d) for d in side.get("imgsz") or (opts.imgsz, opts.imgsz)), 1)
@@ -144,7 +145,20 @@ def qat_for_onnx(onnx_file: str | Path, calib: Any, epochs: int, progress: Progr
     if calib.precision != "int8" or not (source.get("weights") or source.get("model") or source.get("cfg")):
         raise UserError(f"--qat needs --precision int8 and a model to fine-tune: {src.name}'s export sidecar names none",
                         "export it with attn-deploy export first, or use attn-deploy qat --weights")
+    _check_blocks(src, source.get("blocks"))
     net = load_model(source.get("model"), source.get("cfg"), source.get("weights"))
     opts = QatOptions(data=calib.data, epochs=epochs, calib_images=calib.images, max_map_drop=calib.max_map_drop,
                       min_int8=calib.min_int8, output=calib.output or src.with_name(f"{src.stem}.qat.int8.onnx"))
     return run_qat(opts, progress, net=net, reference=src)
+
+
+def _check_blocks(src: Path, files: Any) -> None:
+    """A model exported with ``--blocks`` needs them again to be rebuilt. The sidecar names the
+    files, but a block file is code: it runs only when the user names it on the command line
+    (given under another path, the loader's own error names a block still unknown)."""
+    from attn_deploy.blocks import registered
+
+    if files and not any(b.origin.endswith(".py") for b in registered()):
+        raise UserError(f"{src.name} was exported with --blocks {' '.join(map(str, files))[:120]}: "
+                        "name the same block files to fine-tune it (--blocks FILE.py)",
+                        "block files are your code: they run only when you name them, never from a sidecar")

@@ -73,7 +73,7 @@ TENSOR_PARITY: Fields = {
 EXPORT_SIDECAR: Fields = {
     "attn_deploy": "the attn-deploy version that wrote the file",
     "model": "the model's name: a built-in name, or the checkpoint's or yaml's",
-    "source": "where the model came from: the model, cfg and weights given",
+    "source": "where the model came from: the model, cfg and weights given, and the block files (--blocks) its own layers came from",
     "names": "the class names, in class order",
     "nc": "the number of classes",
     "imgsz": "the input size the graph was exported at, [H, W]",

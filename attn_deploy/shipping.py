@@ -250,12 +250,13 @@ def _verify(net: Any, result: ShipResult, step: Step, say: Say) -> Path:
 def _export(net: Any, result: ShipResult, step: Step, say: Say) -> Path:
     from attn_deploy.exporter import ExportSpec, export_model
     from attn_deploy.exporter.export import target_opset
+    from attn_deploy.exporter.blockcheck import block_files
     from attn_deploy.sidecar import model_source
 
     opts = result.options
     spec = ExportSpec(opts.size, opts.batch, opts.dynamic,
                       target_opset(opts.target, None) if opts.target is not None else opts.opset)
-    source = model_source(opts.model, opts.cfg, opts.weights)
+    source = model_source(opts.model, opts.cfg, opts.weights, block_files(net))
     r = export_model(net, result.output / f"{net.name}.onnx", spec, source=source, progress=say, target=opts.target)
     result.export = r
     _judge(step, r.passed, r.failures(), "linted for TensorRT; ONNX Runtime matches PyTorch" + _target_words(r),

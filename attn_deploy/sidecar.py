@@ -36,7 +36,12 @@ def export_sidecar(candidate: str | Path) -> dict[str, Any] | None:
     return read_sidecar(path)
 
 
-def model_source(model: str | None, cfg: str | Path | None, weights: str | Path | None) -> dict[str, str]:
-    """The sidecar's ``source``: the model as it was given (a zoo name, a yaml, weights), so that
-    a later verb (``calib --qat``) can load it again."""
-    return {k: str(v) for k, v in (("model", model), ("cfg", cfg), ("weights", weights)) if v}
+def model_source(model: str | None, cfg: str | Path | None, weights: str | Path | None,
+                 blocks: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+    """The sidecar's ``source``: the model as it was given (a zoo name, a yaml, weights) and the
+    block files its own layers came from (``--blocks``), so that a later verb (``calib --qat``)
+    can load it again, or say which block files it needs."""
+    out: dict[str, Any] = {k: str(v) for k, v in (("model", model), ("cfg", cfg), ("weights", weights)) if v}
+    if blocks:
+        out["blocks"] = list(blocks)
+    return out

@@ -72,6 +72,16 @@ def test_export_of_the_fork_passes_lint_and_parity_and_names_the_blocks(tmp_path
     layers = json.loads(out.with_suffix(".json").read_text())["layers"]
     assert len(layers) == 24 and all(b["output"] for b in layers)  # one tensor per layer, Ghost rows too
     assert not marker.exists()
+    # bug found: the sidecar's source named the weights and not the block files, so calib --qat on
+    # this ONNX failed with "unknown module"; it names them now, and calib asks for them by name
+    # (a block file is code: it runs when the user names it, never from a sidecar)
+    assert json.loads(out.with_suffix(".json").read_text())["source"] == {"weights": str(path), "blocks": [str(EXAMPLE)]}
+    blocks.clear()
+    r = CliRunner().invoke(main, ["calib", str(out), "--precision", "int8", "--data", str(tmp_path / "data.yaml"),
+                                  "--qat", "1"])
+    assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert f"fork.onnx was exported with --blocks {EXAMPLE}: name the same block files" in r.stderr
+    assert not (tmp_path / "fork.qat.int8.onnx").exists() and not marker.exists()
 
 
 @pytest.mark.slow

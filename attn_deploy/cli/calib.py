@@ -11,6 +11,7 @@ from attn_deploy.cli.group import main
 from attn_deploy.cli.options import (
     NON_NEGATIVE,
     Spinner,
+    blocks_option,
     check_report,
     console,
     emit_json,
@@ -42,6 +43,7 @@ from attn_deploy.cli.options import (
 @click.option("--qat", "qat_epochs", type=click.IntRange(1, 1000),
               help="INT8 by quantization-aware fine-tuning for N epochs instead (the model the export sidecar names; "
                    "--data: a data.yaml).")
+@blocks_option
 @target_option
 @report_option
 @json_option

@@ -48,6 +48,7 @@ def export(
     from attn_deploy.models import load_model
     from attn_deploy.models.heads import set_end2end
     from attn_deploy.report import export_table
+    from attn_deploy.exporter.blockcheck import block_files
     from attn_deploy.sidecar import model_source
 
     if target is not None:
@@ -56,7 +57,7 @@ def export(
     spec.check()  # sizes and opset refused before the model is built
     with Spinner("loading the model"):
         net = set_end2end(load_model(model_name, cfg, weights), max_det if end2end else None)
-    source = model_source(model_name, cfg, weights)
+    source = model_source(model_name, cfg, weights, block_files(net))
     nms_opts = NmsOptions(topk, iou_thres, conf_thres) if nms else None
     with Spinner("exporting") as status:
         result = export_model(net, output, spec, nms_opts, check=not no_check, source=source, progress=status,

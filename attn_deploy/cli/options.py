@@ -45,11 +45,16 @@ BLOCKS_HELP = ("Your own blocks: a Python file that registers module classes (se
                "repeatable. The file is imported and runs; the checkpoint's pickle never does.")
 
 
+def blocks_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    """--blocks FILE.py (repeatable): imported as the option is read, before any model is loaded."""
+    return click.option("--blocks", "blocks", multiple=True, type=click.Path(dir_okay=False), metavar="FILE.py",
+                        expose_value=False, callback=_load_blocks, help=BLOCKS_HELP)(f)
+
+
 def model_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """--model / --cfg / --weights / --blocks, shared by every verb that starts from a PyTorch model
     (the block files are imported as the options are read, before the model is loaded)."""
-    f = click.option("--blocks", "blocks", multiple=True, type=click.Path(dir_okay=False), metavar="FILE.py",
-                     expose_value=False, callback=_load_blocks, help=BLOCKS_HELP)(f)
+    f = blocks_option(f)
     f = click.option("--weights", type=click.Path(dir_okay=False), help="yolov5/YOLOAir checkpoint or state dict (.pt).")(f)
     f = click.option("--cfg", type=click.Path(dir_okay=False), help="A yolov5-format model yaml.")(f)
     f = click.option("--model", "model_name", metavar="NAME", help="Built-in model, e.g. yolov5s-ca (see 'models').")(f)

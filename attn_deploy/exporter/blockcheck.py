@@ -87,6 +87,12 @@ def user_layers(net: nn.Module) -> dict[int, UserBlock]:
     return out
 
 
+def block_files(net: nn.Module) -> list[str]:
+    """The block files (as given to ``--blocks``) that ``net``'s own layers were built from; an
+    installed package's blocks (origin: its module) register themselves and are not listed."""
+    return sorted({e.origin for e in user_layers(net).values() if e.origin.endswith(".py")})
+
+
 def _label(i: int, entry: UserBlock) -> str:
     return f"layer {i} ({entry.name}, from {entry.origin})"
 
