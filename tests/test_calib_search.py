@@ -146,8 +146,9 @@ def test_ranking_with_a_layer_table_from_another_graph_is_refused(quantized) -> 
         local_errors(onnx.load(src), naive.SerializeToString(), rows, images[:1])
 
 
-def test_an_anchor_free_detect_is_ranked_as_its_two_branches(tmp_path: Path) -> None:
+def test_an_anchor_free_detect_is_ranked_as_its_outputs_and_two_branches(tmp_path: Path) -> None:
     from attn_deploy import layouts
+    from attn_deploy.models.quantized import head_outputs
 
     net = create_model("yolo11n", nc=3)
     src = tmp_path / "m.onnx"
@@ -157,15 +158,23 @@ def test_an_anchor_free_detect_is_ranked_as_its_two_branches(tmp_path: Path) -> 
     report = local_errors(onnx.load(src), naive, model_rows(net), images, layouts.ANCHOR_FREE)
     entries = ranking(report, layouts.ANCHOR_FREE)
     head = [e for e in entries if e.module == "Detect"]
-    assert [e.part for e in sorted(head, key=lambda e: e.part)] == ["boxes", "scores"] and len(entries) == 25
+    assert sorted(e.part for e in head) == ["boxes", "outputs", "scores"] and len(entries) == 26
     layer = layer_nodes(onnx.load(src))[23]
-    boxes, scores = (next(e for e in head if e.part == p).nodes(layer) for p in ("boxes", "scores"))
-    assert set(boxes) | set(scores) == set(layer) and not set(boxes) & set(scores)
-    assert all("/cv3." in n for n in scores) and any("/dfl/" in n for n in boxes)
+    outputs, boxes, scores = (next(e for e in head if e.part == p).nodes(layer) for p in ("outputs", "boxes", "scores"))
+    assert set(outputs) | set(boxes) | set(scores) == set(layer)
+    assert not set(boxes) & set(scores) and not set(outputs) & (set(boxes) | set(scores))
+    assert all("/cv3." in n for n in scores) and any("/dfl/" in n for n in outputs)
+    # the output convolutions: each branch's last at three scales, and the DFL's; the same
+    # convolutions the quantized PyTorch model keeps in float (models/quantized.head_outputs)
+    assert sorted(outputs) == sorted(f"/model.23/{b}.{i}/{b}.{i}.2/Conv" for b in ("cv2", "cv3") for i in range(3)) + [
+        "/model.23/dfl/conv/Conv"]
+    assert sorted(head_outputs(net)) == sorted(f"model.23.{b}.{i}.2" for b in ("cv2", "cv3") for i in range(3)) + [
+        "model.23.dfl.conv"]
     local = report.rows[23].local
-    assert {e.part: e.rel for e in head} == {"boxes": local.boxes.rel, "scores": local.scores.rel}
-    at = [i for i, e in enumerate(entries) if e.module == "Detect"]  # side by side, boxes first, at the Detect's place
-    assert [entries[i].part for i in at] == ["boxes", "scores"] and at[1] == at[0] + 1
+    worse = max(local.boxes.rel, local.scores.rel)
+    assert {e.part: e.rel for e in head} == {"outputs": worse, "boxes": local.boxes.rel, "scores": local.scores.rel}
+    at = [i for i, e in enumerate(entries) if e.module == "Detect"]  # side by side at the Detect's place, outputs first
+    assert [entries[i].part for i in at] == ["outputs", "boxes", "scores"] and at == list(range(at[0], at[0] + 3))
     others = [e.rel for e in entries if e.module != "Detect"]
     assert sum(x > local.rel for x in others) == at[0]
 

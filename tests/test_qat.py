@@ -1,6 +1,6 @@
 """Quantization-aware fine-tuning (``qat``, ``calib --qat``, ``ship --qat``): the demo folded and
 fake-quantized (NVIDIA Model Optimizer, on the CPU), fine-tuned briefly, exported to Q/DQ with
-every convolution in INT8, scored against float32 as calib scores, and its checkpoint loading
+every convolution in INT8 but the head's outputs, scored against float32 as calib scores, and its checkpoint loading
 like any other and exporting the same graph."""
 
 from __future__ import annotations
@@ -33,14 +33,20 @@ def fine_tuned(shapes: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[
     return r.exit_code, (json.loads(r.stdout) if r.stdout else {"stderr": r.stderr}), out
 
 
-def test_qat_writes_a_graph_with_every_convolution_in_int8(fine_tuned: tuple[int, dict, Path]) -> None:
+def test_qat_writes_a_graph_with_every_convolution_but_the_heads_outputs_in_int8(fine_tuned: tuple[int, dict, Path]) -> None:
     code, doc, out = fine_tuned
     assert code == 0, doc
-    assert doc["method"] == "qat" and doc["coverage"]["int8_share"] == 1.0 and doc["lint_passed"]
+    assert doc["method"] == "qat" and doc["lint_passed"]
     graph = onnx.load(out)
     made = {o: n.op_type for n in graph.graph.node for o in n.output}
     convs = [n for n in graph.graph.node if n.op_type == "Conv"]
-    assert convs and all(made.get(n.input[0]) == made.get(n.input[1]) == "DequantizeLinear" for n in convs)
+    floating = [n.name for n in convs if not made.get(n.input[0]) == made.get(n.input[1]) == "DequantizeLinear"]
+    assert len(convs) > 50 and floating == [f"/model.25/m.{i}/Conv" for i in range(3)]  # the Detect's outputs only
+    # their share, counted by hand: 192 px at strides 8, 16, 32; 64, 128, 256 channels in; 3 x (5 + 5) out
+    head = sum((192 // s) ** 2 * c * 30 for s, c in ((8, 64), (16, 128), (32, 256)))
+    assert doc["coverage"]["float_macs"] == head and doc["coverage"]["float_layers"] == {
+        "model.25": round(head / doc["coverage"]["macs"], 4)}
+    assert 0.98 < doc["coverage"]["int8_share"] < 0.995
     assert all(n.domain in ("", "ai.onnx") for n in graph.graph.node)
     side = json.loads(out.with_suffix(".json").read_text())
     assert side["precision"]["method"] == "qat" and side["onnx"]["from"] == "demo.onnx"
@@ -100,7 +106,7 @@ def test_ship_qat_ships_the_fine_tuned_graph(shapes: Path, tmp_path: Path, monke
                                   "-o", str(out), "--json"])
     assert r.exit_code == 0, r.stderr
     calib = next(s for s in json.loads(r.stdout)["steps"] if s["name"] == "calib")
-    assert "100.0% of MACs in INT8" in calib["why"] and "yolov5n-ca-shapes.qat.pt" in calib["artefacts"]
+    assert "99.0% of MACs in INT8" in calib["why"] and "yolov5n-ca-shapes.qat.pt" in calib["artefacts"]
     report = json.loads((out / "report.json").read_text())
     assert report["calib"]["method"] == "qat" and report["parity"]["candidate"] == "yolov5n-ca-shapes.int8.onnx"
 
