@@ -58,7 +58,7 @@ def run_qat(opts: QatOptions, progress: Progress = lambda _: None, net: Any = No
     from attn_deploy.exporter import ExportSpec
     from attn_deploy.exporter.torch2onnx import clean, onnx_metadata, torch_to_onnx
     from attn_deploy.models import load_model
-    from attn_deploy.models.quantized import is_quantized
+    from attn_deploy.models.quantized import head_outputs, is_quantized
     from attn_deploy.onnxfile import node_macs
     from attn_deploy.exporter.blockcheck import block_files
     from attn_deploy.sidecar import model_source, read_sidecar
@@ -95,7 +95,7 @@ def run_qat(opts: QatOptions, progress: Progress = lambda _: None, net: Any = No
         budget=opts.max_map_drop, reference=float32,
         counts={"calibration_requested": opts.calib_images, "val": ev.images, "val_requested": ev.requested},
         final=final, damage=final.damage(float32), coverage=coverage(graph, node_macs(onnx.load(str(src)))),
-        min_int8=opts.min_int8)
+        min_int8=opts.min_int8, kept=sorted({f"{'.'.join(n.split('.')[:2])} Detect outputs" for n in head_outputs(net)}))
     result.stages = {**stages.seconds, "total": stages.elapsed()}
     write_result(src, data, result, side or None)
     if result.int8_enough:

@@ -46,7 +46,7 @@ def test_qat_writes_a_graph_with_every_convolution_but_the_heads_outputs_in_int8
     head = sum((192 // s) ** 2 * c * 30 for s, c in ((8, 64), (16, 128), (32, 256)))
     assert doc["coverage"]["float_macs"] == head and doc["coverage"]["float_layers"] == {
         "model.25": round(head / doc["coverage"]["macs"], 4)}
-    assert 0.98 < doc["coverage"]["int8_share"] < 0.995
+    assert 0.98 < doc["coverage"]["int8_share"] < 0.995 and doc["excluded_groups"] == ["model.25 Detect outputs"]
     assert all(n.domain in ("", "ai.onnx") for n in graph.graph.node)
     side = json.loads(out.with_suffix(".json").read_text())
     assert side["precision"]["method"] == "qat" and side["onnx"]["from"] == "demo.onnx"
