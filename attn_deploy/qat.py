@@ -82,9 +82,16 @@ def run_qat(opts: QatOptions, progress: Progress = lambda _: None, net: Any = No
         float32 = ev.set_reference(src)
     if not float32.map50_95:
         raise UserError(f"the float32 {src.name} scores no mAP50-95 on {opts.data}'s val split: no accuracy to keep")
-    recipe = QatRecipe(epochs=opts.epochs, lr=opts.lr, imgsz=spec.imgsz[0])
+    held = held_out(opts.data, opts.epochs)
+    judge = None
+    if held:
+        with stages("reference", f"scoring the float32 model on {held} held-out train images"):
+            sel = Evaluator(opts.data, spec.imgsz, 1, held, ev.layout, split="train")
+            sel.set_reference(src)
+        judge = lambda m: sel.score(torch_to_onnx(m, spec)).damage(sel.reference_score)  # noqa: E731
+    recipe = QatRecipe(epochs=opts.epochs, lr=opts.lr, imgsz=spec.imgsz[0], holdout=held)
     with stages("fine-tune", f"quantization-aware fine-tuning, {opts.epochs} epoch(s) on {opts.data}'s train split"):
-        quantized = fine_tune(net, Path(opts.data), images, recipe, log=progress)
+        quantized, selection = fine_tune(net, Path(opts.data), images, recipe, log=progress, judge=judge)
     with stages("qdq", "exporting the quantized model to Q/DQ"):
         graph = clean(torch_to_onnx(quantized, spec), net.name, onnx_metadata(net, spec))
         data = graph.SerializeToString()
@@ -97,10 +104,24 @@ def run_qat(opts: QatOptions, progress: Progress = lambda _: None, net: Any = No
         final=final, damage=final.damage(float32), coverage=coverage(graph, node_macs(onnx.load(str(src)))),
         min_int8=opts.min_int8, kept=sorted({f"{'.'.join(n.split('.')[:2])} Detect outputs" for n in head_outputs(net)}))
     result.stages = {**stages.seconds, "total": stages.elapsed()}
+    result.selection = selection.to_dict() if selection is not None else None
     write_result(src, data, result, side or None)
     if result.int8_enough:
         result.checkpoint = _save(quantized, out.with_name(f"{stem}.qat.pt"), recipe)
     return result
+
+
+HOLD_OUT_MOST, HOLD_OUT_LEAST = 200, 8
+
+
+def held_out(data: str | Path, epochs: int) -> int:
+    """How many of the train split's first images the fine-tune leaves out to choose its epoch
+    on: a fifth, at most 200; none for one epoch or fewer than 40 train images (the last
+    epoch's weights are kept)."""
+    from attn_deploy.data.source import load_data
+
+    count = min(HOLD_OUT_MOST, len(load_data(data, "train")) // 5)
+    return count if epochs > 1 and count >= HOLD_OUT_LEAST else 0
 
 
 def _check(opts: QatOptions) -> None:

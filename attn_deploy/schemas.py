@@ -153,6 +153,7 @@ CALIB: Fields = {
     "min_int8": "INT8: the share of the MACs that must run in INT8 (--min-int8); 0 for FP16",
     "entropy_layers": "--method best: the layers on entropy's scales (the others on max's); else null",
     "checkpoint": "qat: the checkpoint of the fine-tuned quantized model; else null",
+    "qat_selection": "qat with more than one epoch: each epoch's damage on the train images held out of the fine-tune, and the epoch kept; else null",
 }
 PRECISION_SIDECAR: Fields = {
     **EXPORT_SIDECAR,

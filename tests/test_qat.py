@@ -84,6 +84,47 @@ def test_its_checkpoint_loads_like_any_other_and_exports_the_same_graph(fine_tun
     np.testing.assert_array_equal(a["output0"], b["output0"])
 
 
+def test_the_fine_tune_keeps_the_epoch_the_held_out_images_judge_best(shapes: Path) -> None:
+    """The weights kept are those after the epoch whose damage on the held-out images was the
+    least (scripted here: the second of three), not the last epoch's."""
+    import torch
+
+    from attn_deploy.models import load_model
+    from attn_deploy.train.qat import QatRecipe, fine_tune
+
+    seen: list[dict[str, torch.Tensor]] = []
+    scripted = iter([0.5, 0.1, 0.3])
+
+    def judge(model: torch.nn.Module) -> float:
+        seen.append({k: v.clone() for k, v in model.state_dict().items()})
+        return next(scripted)
+
+    images = np.random.default_rng(0).random((8, 3, 64, 64), dtype=np.float32)
+    recipe = QatRecipe(epochs=3, imgsz=64, batch=8, holdout=8, lr=1e-2)
+    model, selection = fine_tune(load_model(weights=DEMO), shapes, images, recipe, judge=judge)
+    assert selection.to_dict() == {"held_out_images": 8, "damage_by_epoch": [0.5, 0.1, 0.3], "epoch": 2}
+    kept = model.state_dict()
+    assert all(torch.equal(kept[k], seen[1][k]) for k in kept)
+    assert not all(torch.equal(kept[k], seen[2][k]) for k in kept)  # the last epoch moved on
+
+
+def test_qat_holds_a_fifth_of_the_train_split_out_and_keeps_its_best_epoch(tmp_path: Path) -> None:
+    from attn_deploy.qat import held_out
+    from attn_deploy.train.shapes import write_dataset
+
+    data = write_dataset(tmp_path / "shapes", train=40, val=8)
+    assert held_out(data, 2) == 8 and held_out(data, 1) == 0  # one epoch: nothing to choose between
+    assert held_out(write_dataset(tmp_path / "fewer", train=39, val=1), 2) == 0  # 7 would judge nothing
+    out = tmp_path / "demo.qat.int8.onnx"
+    r = CliRunner().invoke(main, ["qat", "--weights", str(DEMO), "--data", str(data), "--epochs", "2", "--imgsz", "128",
+                                  "--images", "8", "--max-map-drop", "50", "-o", str(out), "--json"])
+    assert r.exit_code == 0, r.stderr
+    chosen = json.loads(r.stdout)["qat_selection"]
+    assert chosen["held_out_images"] == 8 and len(chosen["damage_by_epoch"]) == 2
+    assert chosen["damage_by_epoch"][chosen["epoch"] - 1] == min(chosen["damage_by_epoch"])
+    assert json.loads(out.with_suffix(".json").read_text())["precision"]["qat_selection"] == chosen
+
+
 def test_calib_qat_takes_the_model_the_sidecar_names(fine_tuned: tuple[int, dict, Path], shapes: Path,
                                                       tmp_path: Path) -> None:
     """The same fine-tune from the exported graph: the same damage (fixed seeds, no clock)."""

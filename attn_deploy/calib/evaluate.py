@@ -61,9 +61,9 @@ class Score:
 
 class Evaluator:
     def __init__(self, data: str | Path, imgsz: tuple[int, int], batch: int, max_images: int | None,
-                 layout: str = layouts.YOLOV5) -> None:
+                 layout: str = layouts.YOLOV5, split: str = "val") -> None:
         self.layout = layout  # of output0, from the export sidecar
-        source = load_data(data)
+        source = load_data(data, split)
         self.labelled, self.nc = source.labelled, len(source.names or [])
         self.batch = batch
         loader = ImageLoader(source, imgsz, batch, "skip", max_images)

@@ -79,6 +79,7 @@ class CalibResult:
     min_int8: float = 0.0
     entropy_layers: list[int] | None = None  # --method best: the layers on entropy's scales (the rest: max's)
     checkpoint: Path | None = None  # qat: our checkpoint of the fine-tuned quantized model
+    selection: dict[str, Any] | None = None  # qat: the epoch kept, by its damage on held-out train images
 
     @property
     def int8_enough(self) -> bool:
@@ -117,6 +118,7 @@ class CalibResult:
             "ranking": [e.to_dict() for e in self.ranking], "stages": {k: round(v, 2) for k, v in self.stages.items()},
             "coverage": self.coverage.to_dict() if self.coverage is not None else None, "min_int8": self.min_int8,
             "entropy_layers": self.entropy_layers, "checkpoint": str(self.checkpoint) if self.checkpoint else None,
+            "qat_selection": self.selection,
         }
 
 

@@ -48,6 +48,7 @@ class Recipe:
     seed: int = 0
     threads: int = 2
     freeze_norm: bool = False  # BatchNorm keeps its statistics (fine-tuning: quantization-aware)
+    holdout: int = 0  # the train split's first images, not trained on (QAT chooses its epoch on them)
     optimizer: str = "adamw"  # or "sgd" (momentum 0.9, Nesterov): a fine-tune of a converged model
 
 
@@ -149,6 +150,7 @@ def train(
     torch.set_num_threads(recipe.threads)
     rng = np.random.default_rng(recipe.seed)
     images, labels = load_split(data, "train", recipe.imgsz)
+    images, labels = images[recipe.holdout:], labels[recipe.holdout:]
     loss_fn, part_names = make_loss(model, recipe.imgsz)
     opt = make_optimizer(model, recipe)
     ema = ModelEMA(model, recipe.ema_decay, recipe.ema_tau)
