@@ -76,7 +76,7 @@ def mix_scales(first: onnx.ModelProto, second: onnx.ModelProto, layers: Iterable
 
 def better_layers(first: list[LayerError], second: list[LayerError]) -> list[int]:
     """Layers whose local output keeps its direction better under the second calibration (a
-    larger cosine to float32; an anchor-free Detect: the worse of its two parts)."""
+    larger cosine to float32; an anchor-free Detect: the worst of its parts)."""
     def cosines(errors: list[LayerError]) -> dict[int, float]:
         out: dict[int, float] = {}
         for e in errors:

@@ -86,10 +86,10 @@ def head_outputs(model: nn.Module) -> list[str]:
 
     They stay in float (about 1 % of a nano model's MACs): with everything else in INT8 they hold
     most of the rounding damage, because the boxes come straight out of them. Measured on the
-    demos (300 val images, mAP50-95 points lost, everything else INT8, no fine-tuning; then after
-    3 epochs of fine-tuning): yolov5n-ca 3.32 quantized -> 1.06 with them in float -> 0.49
-    fine-tuned; yolov5n-cbam 1.47 -> 0.58 -> 0.13; yolo11n-ca 2.12 -> 0.06. ``calib/rank.py``'s
-    ``is_output_conv`` picks the same convolutions in the ONNX graph."""
+    demos (300 val images, mAP50-95 points lost; yolov5n-ca, yolov5n-cbam, yolo11n-ca): all in
+    INT8, 3.56, 1.65, 2.09; these in float, the rest INT8 (fake quantization, no fine-tuning),
+    1.06, 0.58, 0.06. ``calib/rank.py``'s ``is_output_conv`` picks the same convolutions in the
+    ONNX graph."""
     from attn_deploy.models.common import Conv
 
     modules = dict(model.named_modules())
