@@ -56,11 +56,11 @@ def run_qat(opts: QatOptions, progress: Progress = lambda _: None, net: Any = No
     from attn_deploy.calib.evaluate import Evaluator, calibration_images
     from attn_deploy.calib.result import CalibResult, Stages, write_result
     from attn_deploy.exporter import ExportSpec
+    from attn_deploy.exporter.blockcheck import block_files
     from attn_deploy.exporter.torch2onnx import clean, onnx_metadata, torch_to_onnx
     from attn_deploy.models import load_model
     from attn_deploy.models.quantized import head_outputs, is_quantized
     from attn_deploy.onnxfile import node_macs
-    from attn_deploy.exporter.blockcheck import block_files
     from attn_deploy.sidecar import model_source, read_sidecar
     from attn_deploy.train.qat import QatRecipe, fine_tune
 

@@ -249,8 +249,8 @@ def _verify(net: Any, result: ShipResult, step: Step, say: Say) -> Path:
 
 def _export(net: Any, result: ShipResult, step: Step, say: Say) -> Path:
     from attn_deploy.exporter import ExportSpec, export_model
-    from attn_deploy.exporter.export import target_opset
     from attn_deploy.exporter.blockcheck import block_files
+    from attn_deploy.exporter.export import target_opset
     from attn_deploy.sidecar import model_source
 
     opts = result.options

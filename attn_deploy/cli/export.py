@@ -44,11 +44,11 @@ def export(
     """Export a model to ONNX (FILE.onnx + FILE.json), then lint it and check it against PyTorch.
     With --target: the opset that box's TensorRT parses, the rewrites it needs, its DLA placement."""
     from attn_deploy.exporter import ExportSpec, NmsOptions, export_model
+    from attn_deploy.exporter.blockcheck import block_files
     from attn_deploy.exporter.export import target_opset
     from attn_deploy.models import load_model
     from attn_deploy.models.heads import set_end2end
     from attn_deploy.report import export_table
-    from attn_deploy.exporter.blockcheck import block_files
     from attn_deploy.sidecar import model_source
 
     if target is not None:
