@@ -4,8 +4,9 @@ as calib scores a graph.
 Where post-training quantization cannot meet the budget without keeping so much out of INT8
 that the graph is INT8 in name only, the weights can learn the rounding instead: the model is
 folded and fake-quantized (NVIDIA Model Optimizer), calibrated, and fine-tuned briefly on the
-train split (``train/qat.py``); the result is exported through the exporter (standard ops,
-Q/DQ on every convolution, lint) and scored against the float32 graph of the model it came
+train split (``train/qat.py``), its best epoch kept as train images held out of it judge; the
+result is exported through the exporter (standard ops, Q/DQ on every convolution but the
+head's outputs, lint) and scored against the float32 graph of the model it came
 from on the val split, with calib's evaluator: the same damage, budget, coverage and floor.
 Written: the float32 ``NAME.onnx`` (the reference, with its sidecar), ``NAME.qat.int8.onnx``
 with its sidecar, and ``NAME.qat.pt``, our checkpoint of the quantized model (it loads like any

@@ -6,6 +6,7 @@ so a model is folded first (``fused``) and quantized after: what is fine-tuned i
 Model Optimizer's INT8 configuration puts a quantizer on every convolution's input (per
 tensor) and weights (per output channel), calibrated with the largest value seen on
 calibration images; ``torch.onnx.export`` then writes each as QuantizeLinear/DequantizeLinear.
+The Detect head's output convolutions are then left in float (``head_outputs``: why).
 A quantized model is saved as our checkpoint with Model Optimizer's own state beside the
 tensors (``qat``: plain data), and comes back through the same safe loader: built from its
 yaml, folded, its quantizers restored, its tensors loaded.
