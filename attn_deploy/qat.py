@@ -60,7 +60,7 @@ def run_qat(opts: QatOptions, progress: Progress = lambda _: None, net: Any = No
     from attn_deploy.exporter.blockcheck import block_files
     from attn_deploy.exporter.torch2onnx import clean, onnx_metadata, torch_to_onnx
     from attn_deploy.models import load_model
-    from attn_deploy.models.quantized import head_outputs, is_quantized
+    from attn_deploy.models.quantized import is_quantized
     from attn_deploy.onnxfile import node_macs
     from attn_deploy.sidecar import model_source, read_sidecar
     from attn_deploy.train.qat import QatRecipe, fine_tune
@@ -83,13 +83,7 @@ def run_qat(opts: QatOptions, progress: Progress = lambda _: None, net: Any = No
         float32 = ev.set_reference(src)
     if not float32.map50_95:
         raise UserError(f"the float32 {src.name} scores no mAP50-95 on {opts.data}'s val split: no accuracy to keep")
-    held = held_out(opts.data, opts.epochs)
-    judge = None
-    if held:
-        with stages("reference", f"scoring the float32 model on {held} held-out train images"):
-            sel = Evaluator(opts.data, spec.imgsz, 1, held, ev.layout, split="train")
-            sel.set_reference(src)
-        judge = lambda m: sel.score(torch_to_onnx(m, spec)).damage(sel.reference_score)  # noqa: E731
+    held, judge = _held_out_judge(opts, spec, src, ev.layout, stages)
     recipe = QatRecipe(epochs=opts.epochs, lr=opts.lr, imgsz=spec.imgsz[0], holdout=held)
     with stages("fine-tune", f"quantization-aware fine-tuning, {opts.epochs} epoch(s) on {opts.data}'s train split"):
         quantized, selection = fine_tune(net, Path(opts.data), images, recipe, log=progress, judge=judge)
@@ -103,13 +97,35 @@ def run_qat(opts: QatOptions, progress: Progress = lambda _: None, net: Any = No
         budget=opts.max_map_drop, reference=float32,
         counts={"calibration_requested": opts.calib_images, "val": ev.images, "val_requested": ev.requested},
         final=final, damage=final.damage(float32), coverage=coverage(graph, node_macs(onnx.load(str(src)))),
-        min_int8=opts.min_int8, kept=sorted({f"{'.'.join(n.split('.')[:2])} Detect outputs" for n in head_outputs(net)}))
+        min_int8=opts.min_int8, kept=_kept_in_float(net))
     result.stages = {**stages.seconds, "total": stages.elapsed()}
     result.selection = selection.to_dict() if selection is not None else None
     write_result(src, data, result, side or None)
     if result.int8_enough:
         result.checkpoint = _save(quantized, out.with_name(f"{stem}.qat.pt"), recipe)
     return result
+
+
+def _kept_in_float(net: Any) -> list[str]:
+    """What QAT leaves in float, named as the ranked search names it: the Detect's outputs."""
+    from attn_deploy.models.quantized import head_outputs
+
+    return sorted({f"{'.'.join(n.split('.')[:2])} Detect outputs" for n in head_outputs(net)})
+
+
+def _held_out_judge(opts: QatOptions, spec: Any, src: Path, layout: str, stages: Any) -> tuple[int, Any]:
+    """The held-out image count and the judge of an epoch (its Q/DQ damage on them against the
+    float32 graph ``src``), or (0, None) where nothing is held out."""
+    from attn_deploy.calib.evaluate import Evaluator
+    from attn_deploy.exporter.torch2onnx import torch_to_onnx
+
+    held = held_out(opts.data, opts.epochs)
+    if not held:
+        return 0, None
+    with stages("reference", f"scoring the float32 model on {held} held-out train images"):
+        sel = Evaluator(opts.data, spec.imgsz, 1, held, layout, split="train")
+        sel.set_reference(src)
+    return held, lambda m: sel.score(torch_to_onnx(m, spec)).damage(sel.reference_score)
 
 
 HOLD_OUT_MOST, HOLD_OUT_LEAST = 200, 8

@@ -45,7 +45,11 @@ class Selection:
 
     images: int
     damage: list[float] = field(default_factory=list)
-    epoch: int = 0
+
+    @property
+    def epoch(self) -> int:
+        """The first epoch with the least damage (1-based; 0 before any)."""
+        return 1 + self.damage.index(min(self.damage)) if self.damage else 0
 
     def to_dict(self) -> dict[str, Any]:
         return {"held_out_images": self.images, "damage_by_epoch": [round(d, 4) for d in self.damage],
@@ -77,8 +81,8 @@ def fine_tune(model: nn.Module, data: Path, calibration: np.ndarray, recipe: Qat
             return ""
         damage = judge(ema.ema)  # the decay is 0: the average is the weights as they are
         selection.damage.append(damage)
-        if damage < min(selection.damage[:-1], default=float("inf")):
-            best, selection.epoch = copy.deepcopy(ema.ema.state_dict()), epoch
+        if selection.epoch == epoch:
+            best = copy.deepcopy(ema.ema.state_dict())
         return f"damage {damage:.2f} on {recipe.holdout} held-out train images"
 
     try:
