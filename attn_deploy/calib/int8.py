@@ -2,7 +2,10 @@
 
 Model Optimizer places Q/DQ pairs where TensorRT fuses them (convolution inputs and weights,
 residual adds, concats, pools); we decide which nodes stay out (``exclude``) or which alone
-go in (``only``), feed it our letterboxed calibration images, and read back its file.
+go in (``only``), feed it our letterboxed calibration images, and read back its file. Its own
+activation ranges are ``max`` and ``entropy``; ``mse`` and ``percentile`` are ours
+(``ranges.py``): its ``max`` graph with each activation's scale chosen from a histogram, the
+scales it ties (a Concat's, SPPF's MaxPools') still tied.
 Excluded nodes run in ``high_precision`` (float16 by default: what TensorRT runs fastest
 beside INT8; float32 on request).
 """
@@ -18,10 +21,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import onnx
 
 from attn_deploy.errors import UserError
 
-METHODS = {"entropy": "entropy", "max": "max"}
+METHODS = {"entropy": "entropy", "max": "max"}  # Model Optimizer's own calibration
+OURS = ("mse", "percentile")  # ranges.py: Model Optimizer's max graph, each activation's range by histogram
 MIN_ORT = (1, 30)
 
 
@@ -48,9 +53,13 @@ def require_ort_for_int8() -> str:
 def quantize_int8(src: Path, images: np.ndarray, method: str, exclude: list[str] | None = None,
                   only: list[str] | None = None, high_precision: str = "fp16") -> bytes:
     """The Q/DQ ONNX as bytes (Model Optimizer writes a file; it lives in a temporary folder)."""
+    if method in OURS:
+        from attn_deploy.calib.ranges import rescaled
+
+        naive = quantize_int8(src, images, "max", exclude, only, high_precision)
+        return rescaled(onnx.load(str(src)), onnx.load_from_string(naive), images, method).SerializeToString()
     if method not in METHODS:
-        raise UserError(f"--method {method}: Model Optimizer's INT8 calibrates with {' or '.join(METHODS)}",
-                        "percentile calibration is not offered by its ONNX INT8 path")
+        raise UserError(f"--method {method}: INT8 calibrates with {', '.join([*METHODS, *OURS])}")
     require_modelopt()
     from modelopt.onnx.quantization import quantize
 

@@ -17,6 +17,7 @@ from attn_deploy.cli.options import (
     emit_json,
     gate,
     json_option,
+    method_option,
     model_options,
     report_option,
     target_option,
@@ -29,8 +30,7 @@ from attn_deploy.cli.options import (
 @click.option("--precision", type=click.Choice(["int8", "fp16"]), required=True)
 @click.option("--data", type=click.Path(), help="Calibration images: a folder or a data.yaml (its train split).")
 @click.option("--images", type=click.IntRange(1, 100_000), default=64, show_default=True, help="Calibration images used.")
-@click.option("--method", type=click.Choice(["entropy", "max", "percentile", "best"]), default="max", show_default=True,
-              help="INT8 activation calibration; best: max or entropy per layer, by each layer's local error.")
+@method_option
 @click.option("--exclude", multiple=True, default=("auto",), show_default=True,
               help="auto (measure), none (quantize everything), or node-name patterns (regex), repeatable.")
 @click.option("--val", type=click.Path(), help="Validation images (default: --data's val split).")

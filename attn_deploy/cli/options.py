@@ -82,6 +82,15 @@ def target_option(f: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--target", type=TargetType(), help=TARGET_HELP)(f)
 
 
+METHOD_HELP = ("INT8 activation ranges: max or entropy (Model Optimizer's), mse or percentile (each activation's "
+               "from its histogram); best: max or entropy per layer, by each layer's local error.")
+
+
+def method_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--method", type=click.Choice(["max", "entropy", "mse", "percentile", "best"]), default="max",
+                        show_default=True, help=METHOD_HELP)(f)
+
+
 def json_option(f: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")(f)
 

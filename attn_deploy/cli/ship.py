@@ -16,6 +16,7 @@ from attn_deploy.cli.options import (
     emit_json,
     gate,
     json_option,
+    method_option,
     model_options,
     target_option,
 )
@@ -39,8 +40,7 @@ from attn_deploy.cli.options import (
 @click.option("--on-error", type=click.Choice(["skip", "fail"]), default="skip", show_default=True,
               help="Unreadable images or labels: leave them out, or stop.")
 @click.option("--calib-images", type=click.IntRange(1, 100_000), default=64, show_default=True, help="Calibration images used.")
-@click.option("--method", type=click.Choice(["entropy", "max", "percentile", "best"]), default="max", show_default=True,
-              help="INT8 activation calibration; best: max or entropy per layer, by each layer's local error.")
+@method_option
 @click.option("--exclude", multiple=True, default=("auto",), show_default=True,
               help="INT8: auto (measure), none (quantize everything), or node-name patterns (regex), repeatable.")
 @click.option("--min-int8", type=click.FloatRange(0.0, 1.0), default=0.8, show_default=True,
