@@ -12,6 +12,15 @@ Q/DQ surgery on the naive graph and a new calibration with those nodes excluded,
 on the whole val split: surgery is only a shortcut if the two agree.
 
     python benchmarks/calib_bench.py MODEL.onnx DATA.yaml [--images 64] [--skip-measured] [--entropy] [--best] [--qat N] [--skip-ranked]
+        [--methods max,mse,percentile] [--keep PATTERN] [--halves]
+
+``--methods`` runs everything-in-INT8 and the ranked search once per activation-range method;
+``--keep PATTERN`` adds, per method, the graph with the nodes matching PATTERN kept in float
+(``'^/model\.24/m\.'``: the official YOLOv5n's Detect outputs). ``--halves`` is the honest split
+for a small labelled set (the real model's COCO128, ``../shared/data/coco128-yolov5n``): the
+images in sorted file-name order, even positions for calibration and every search, odd ones for
+scoring; every way's graph is then scored on the odd half against the float32 graph, with the
+jackknife standard error beside the damage ("held out" columns).
 
 With ``--best`` and ``--qat N`` it is the frontier in one table: everything in INT8, the ranked
 search, the per-layer choice of scales, and quantization-aware fine-tuning, each with its damage,
@@ -77,21 +86,56 @@ def surgery_vs_recalibration(src: Path, data: Path, images: int, ranked: CalibRe
     return lines
 
 
-def frontier_table(results: dict[str, tuple[CalibResult, float]], base_s: float) -> list[str]:
-    rows = ["| search | time s | x none | trials | damage | MACs in INT8 | kept out of INT8 | stages s |",
-            "|---|---:|---:|---:|---:|---:|---|---|"]
+def frontier_table(results: dict[str, tuple[CalibResult, float]], base_s: float,
+                   held: dict[str, str] | None = None) -> list[str]:
+    extra = ("| held-out damage ", "---:|") if held is not None else ("", "")
+    rows = [f"| search | time s | x none | trials | damage {extra[0]}| MACs in INT8 | kept out of INT8 | stages s |",
+            f"|---|---:|---:|---:|---:|{extra[1]}---:|---|---|"]
     for name, (r, s) in results.items():
         stages = ", ".join(f"{k} {v:.0f}" for k, v in r.stages.items() if k != "total")
         share = f"{r.coverage.share:.1%}" + ("" if r.int8_enough else " (below the floor: not written)")
-        rows.append(f"| {name} | {s:.0f} | {s / base_s:.2f} | {r.trials} | {r.damage:.2f} | {share} | "
+        cell = f"| {held.get(name, 'not written')} " if held is not None else ""
+        rows.append(f"| {name} | {s:.0f} | {s / base_s:.2f} | {r.trials} | {r.damage:.2f} {cell}| {share} | "
                     f"{', '.join(r.kept) or 'nothing'} | {stages} |")
     return rows
 
 
+def halves(data: Path, tmp: Path) -> tuple[Path, Path]:
+    """``data``'s images (its val split) in sorted file-name order, split into two data.yaml:
+    even positions (calibration, search) and odd positions (scoring)."""
+    from attn_deploy.data import load_data
+
+    source = load_data(data, "val")
+    files = sorted((s.image.resolve() for s in source.samples), key=lambda p: p.name)
+    out = []
+    for name, picked in (("even", files[0::2]), ("odd", files[1::2])):
+        (tmp / f"{name}.txt").write_text("".join(f"{f}\n" for f in picked))
+        (tmp / f"{name}.yaml").write_text(f"path: .\ntrain: {name}.txt\nval: {name}.txt\nnames: {source.names!r}\n")
+        out.append(tmp / f"{name}.yaml")
+    return out[0], out[1]
+
+
+def held_out(src: Path, data: Path, results: dict[str, tuple[CalibResult, float]]) -> dict[str, str]:
+    """Every written graph's damage on ``data`` against the float32 ``src``, with its standard error."""
+    model = onnx.load(src)
+    geometry = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    side = read_sidecar(src) or {}
+    ev = Evaluator(data, tuple(geometry[2:]), geometry[0] or 1, None, side.get("output_layout") or "xywh_obj_cls")
+    ref = ev.set_reference(src)
+    out = {}
+    for name, (r, _) in results.items():
+        if Path(r.output).is_file():
+            score = ev.score(Path(r.output))
+            out[name] = f"{score.damage(ref):.2f} +- {score.damage_error(ref):.2f}"
+    return out
+
+
 def heading(args: argparse.Namespace, results: dict[str, tuple[CalibResult, float]], stamp: Stamp) -> str:
-    r = results["none"][0]
-    return (f"`{args.onnx.name}` on {r.counts.get('val', '?')} validation images of `{args.data.parent.name}`, "
-            f"calibration {args.images} images, budget {args.budget:g} points of mAP50-95 (float32 "
+    r = next(iter(results.values()))[0]
+    split = (f"calibration and every search on the even half of `{args.data.parent.name}` ({r.counts.get('val', '?')} "
+             "images, sorted by file name), the held-out damage on the odd half with its jackknife standard error"
+             if args.halves else f"{r.counts.get('val', '?')} validation images of `{args.data.parent.name}`")
+    return (f"`{args.onnx.name}`, {split}, calibration {args.images} images, budget {args.budget:g} points of mAP50-95 (float32 "
             f"{r.reference.map50_95:.3f}). {stamp.line()} Each time is also given as a ratio to "
             "`--exclude none` in the same run.")
 
@@ -134,15 +178,26 @@ def main() -> None:
     ap.add_argument("--best", action="store_true", help="also --method best (max or entropy per layer), naive and auto")
     ap.add_argument("--qat", type=int, default=0, help="also N epochs of quantization-aware fine-tuning")
     ap.add_argument("--skip-ranked", action="store_true", help="only the naive baseline and the ways asked for")
+    ap.add_argument("--methods", default="max", help="activation ranges, comma-separated (max, entropy, mse, percentile)")
+    ap.add_argument("--keep", help="also, per method, the graph with the nodes matching this pattern kept in float")
+    ap.add_argument("--halves", action="store_true", help="calibrate and search on the even images, score on the odd")
     ap.add_argument("--markdown", type=Path, help="also write the table, stamped, to this Markdown file")
     ap.add_argument("--plot", type=Path, help="also draw damage against MACs in INT8 to this PNG")
     args = ap.parse_args()
     started = Stamp(__file__, ("attn-deploy", "torch", "onnxruntime", "nvidia-modelopt", "pycocotools"))
     with tempfile.TemporaryDirectory(prefix="calib-bench-") as tmp:
-        base = {"data": args.data, "images": args.images, "max_map_drop": args.budget}
-        ways = [("none", CalibOptions(**base, exclude=("none",), output=Path(tmp) / "none.onnx"))]
-        if not args.skip_ranked:
-            ways.append(("ranked", CalibOptions(**base, output=Path(tmp) / "ranked.onnx")))
+        data, scoring = halves(args.data, Path(tmp)) if args.halves else (args.data, None)
+        base = {"data": data, "images": args.images, "max_map_drop": args.budget}
+        ways = []
+        for method in args.methods.split(","):
+            tag = "" if method == "max" else f", {method}"
+            ways.append((f"none{tag}", CalibOptions(**base, method=method, exclude=("none",),
+                                                    output=Path(tmp) / f"none-{method}.onnx")))
+            if args.keep:
+                ways.append((f"outputs in float{tag}", CalibOptions(**base, method=method, exclude=(args.keep,),
+                                                                   output=Path(tmp) / f"keep-{method}.onnx")))
+            if not args.skip_ranked:
+                ways.append((f"ranked{tag}", CalibOptions(**base, method=method, output=Path(tmp) / f"ranked-{method}.onnx")))
         if args.entropy:
             ways.insert(1, ("none, entropy", CalibOptions(**base, method="entropy", exclude=("none",),
                                                           output=Path(tmp) / "entropy.onnx")))
@@ -157,9 +212,10 @@ def main() -> None:
         for name, opts in ways:
             results[name] = run_qat(args.onnx, opts, args.qat) if name.startswith("qat") else run(args.onnx, opts)
             print(f"{name}: {results[name][1]:.0f} s", flush=True)
-        base_s = results["none"][1]
+        base_s = next(iter(results.values()))[1]
+        held = held_out(args.onnx, scoring, results) if scoring is not None else None
         print(f"\n{args.onnx.name}, {args.data}, calibration {args.images} images, budget {args.budget:g}\n")
-        table = frontier_table(results, base_s)
+        table = frontier_table(results, base_s, held)
         print("\n".join(table))
         if args.markdown:
             args.markdown.write_text("\n".join([heading(args, results, started), "", *table]) + "\n")
@@ -167,10 +223,10 @@ def main() -> None:
             plot(results, args.budget, args.onnx.stem, args.plot)
         ranked = results["ranked"][0] if "ranked" in results else None
         if ranked is not None and ranked.kept and ranked.int8_enough:
-            naive = (Path(tmp) / "none.onnx").read_bytes()
+            naive = (Path(tmp) / "none-max.onnx").read_bytes()
             print("\n| kept out | damage, surgery | damage, new calibration | difference |")
             print("|---|---:|---:|---:|")
-            for line in surgery_vs_recalibration(args.onnx, args.data, args.images, ranked, naive):
+            for line in surgery_vs_recalibration(args.onnx, data, args.images, ranked, naive):
                 print(line)
 
 
