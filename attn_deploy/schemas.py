@@ -117,7 +117,7 @@ CALIB: Fields = {
     "passed": "within the budget, lint clean and, for INT8, enough of the MACs in INT8",
     "output": "the graph written: FILE.int8.onnx or FILE.fp16.onnx (or -o)",
     "precision": "int8 or fp16",
-    "method": "INT8 activation calibration: max, entropy, percentile or best; null for FP16",
+    "method": "INT8 activation ranges: max, entropy, mse, percentile or best (qat for a fine-tuned graph); null for FP16",
     "calibration": Nested("the calibration images", {
         "source": "where they came from: a folder, or a data.yaml and its split",
         "images": "how many were used",
@@ -228,6 +228,7 @@ SHIP: Fields = {
 GATES: Fields = {
     "min_agreement": "the least detection agreement (--min-agreement)",
     "max_map_drop": "the largest mAP50-95 drop in points (--max-map-drop), checked with labels",
+    "iou": "the IoU at which two detections agree (--agreement-iou; 0.9 for FP32/FP16, 0.5 for INT8 by default)",
 }
 ERRORS: Fields = {
     "mean": "the mean over matched pairs",
@@ -247,7 +248,7 @@ PARITY: Fields = {
     "skipped": "each image left out and why",
     "gates": Nested("the gates", GATES),
     "tensor": "per output part (output0.boxes, ...): the raw outputs' errors against PyTorch",
-    "detections": Nested("detections after NMS, matched at IoU 0.9", {
+    "detections": Nested("detections after NMS, matched at the gates' IoU", {
         "agreement": "matched over matched, missed and extra; null when neither side detected anything",
         "matched": "detections found on both sides",
         "missed": "PyTorch's detections the candidate lacks",

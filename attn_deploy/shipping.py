@@ -71,7 +71,8 @@ class ShipOptions:
     output: str | Path | None = None
     force: bool = False
     max_images: int | None = None
-    min_agreement: float = 0.95
+    min_agreement: float | None = None  # None: by the precision shipped (parity/gates.py)
+    agreement_iou: float | None = None
     max_map_drop: float = 0.5
     on_error: str = "skip"
     calib_images: int = 64
@@ -322,17 +323,18 @@ def _build(src: Path, result: ShipResult, step: Step, say: Say) -> Path:
 
 def _parity(net: Any, target: Path, result: ShipResult, step: Step, say: Say) -> None:
     from attn_deploy.engines import runner_for
-    from attn_deploy.parity.check import Gates, ParityOptions, check_parity
+    from attn_deploy.parity.check import ParityOptions, check_parity
+    from attn_deploy.parity.gates import gates_for
 
     opts = result.options
-    po = ParityOptions(opts.data, opts.size, opts.max_images, opts.on_error,
-                       Gates(opts.min_agreement, opts.max_map_drop), examples=6)
+    gates = gates_for(target, opts.min_agreement, opts.agreement_iou, opts.max_map_drop)
+    po = ParityOptions(opts.data, opts.size, opts.max_images, opts.on_error, gates, examples=6)
     r = check_parity(net, runner_for(target), target.name, po,
                      progress=lambda n, total: say(f"parity: {n}/{total} images"))
     result.parity = r
     d = r.detections.agreement
     drop = r.map_drop
-    ok = f"agreement {d:.4f} >= {opts.min_agreement:g}" + (
+    ok = f"agreement {d:.4f} >= {gates.min_agreement:g}" + (
         f", mAP50-95 drop {drop:.2f} <= {opts.max_map_drop:g}" if drop is not None else ", no labels: mAP not gated")
     _judge(step, r.passed, r.failures(), ok, [])
     if r.skipped:
@@ -425,8 +427,8 @@ def _check_options(opts: ShipOptions) -> None:
     if opts.precision != "fp32" and opts.dynamic:
         raise UserError(f"--precision {opts.precision} needs a fixed input size (calib measures a static graph)",
                         "drop --dynamic, or ship fp32")
-    if not 0 <= opts.min_agreement <= 1 or opts.max_map_drop < 0:
-        raise UserError("min_agreement must lie in [0, 1] and max_map_drop be at least 0")
+    if any(v is not None and not 0 <= v <= 1 for v in (opts.min_agreement, opts.agreement_iou)) or opts.max_map_drop < 0:
+        raise UserError("min_agreement and agreement_iou must lie in [0, 1] and max_map_drop be at least 0")
     if opts.calib_images < 1 or (opts.max_images is not None and opts.max_images < 1):
         raise UserError("calib_images and max_images must be at least 1")
     if len(opts.exclude) > 1 and ("auto" in opts.exclude or "none" in opts.exclude):

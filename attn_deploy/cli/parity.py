@@ -6,6 +6,8 @@ import click
 
 from attn_deploy.cli.group import main
 from attn_deploy.cli.options import (
+    AGREEMENT_HELP,
+    IOU_HELP,
     NON_NEGATIVE,
     UNIT,
     ImageSize,
@@ -28,7 +30,8 @@ from attn_deploy.cli.options import (
 @click.option("--imgsz", type=ImageSize(), help="Input size for a candidate with dynamic H, W (default 640).")
 @click.option("--max-images", type=click.IntRange(1), help="Use at most N images.")
 @click.option("--max-map-drop", type=NON_NEGATIVE, default=0.5, show_default=True, help="Gate: mAP50-95 drop in points.")
-@click.option("--min-agreement", type=UNIT, default=0.95, show_default=True, help="Gate: detection agreement.")
+@click.option("--min-agreement", type=UNIT, help=AGREEMENT_HELP)
+@click.option("--agreement-iou", type=UNIT, help=IOU_HELP)
 @click.option("--on-error", type=click.Choice(["skip", "fail"]), default="skip", show_default=True, help="Unreadable images or labels: leave them out, or stop.")
 @click.option("--per-block", is_flag=True, help="Also each yaml layer's accumulated and local error, and the culprit.")
 @click.option("--block-images", type=click.IntRange(1), default=32, show_default=True, help="With --per-block: images used.")
@@ -38,8 +41,8 @@ from attn_deploy.cli.options import (
 @json_option
 def parity(
     model_name: str | None, cfg: str | None, weights: str | None, candidate: str, data: str | None,
-    imgsz: tuple[int, int] | None, max_images: int | None, max_map_drop: float, min_agreement: float,
-    on_error: str, per_block: bool, block_images: int, block_tolerance: float, report_dir: str | None, as_json: bool,
+    imgsz: tuple[int, int] | None, max_images: int | None, max_map_drop: float, min_agreement: float | None,
+    agreement_iou: float | None, on_error: str, per_block: bool, block_images: int, block_tolerance: float, report_dir: str | None, as_json: bool,
 ) -> None:
     """Judge a deployable model against PyTorch: tensors, detections, mAP (exit 1 if outside the gates)."""
     check_report(report_dir)
@@ -47,12 +50,13 @@ def parity(
     from attn_deploy.engines import runner_for
     from attn_deploy.models import load_model
     from attn_deploy.models.heads import match_sidecar
-    from attn_deploy.parity.check import Gates, ParityOptions, check_parity
+    from attn_deploy.parity.check import ParityOptions, check_parity
+    from attn_deploy.parity.gates import gates_for
     from attn_deploy.report import blocks_table, parity_table
     from attn_deploy.sidecar import export_sidecar
 
     net = load_model(model_name, cfg, weights)
-    opts = ParityOptions(data, imgsz, max_images, on_error, Gates(min_agreement, max_map_drop),
+    opts = ParityOptions(data, imgsz, max_images, on_error, gates_for(candidate, min_agreement, agreement_iou, max_map_drop),
                          examples=6 if report_dir else 0)
     with Spinner("comparing") as status:
         runner = runner_for(candidate)  # the file is checked here, before the per-block backend reads it

@@ -8,6 +8,8 @@ import click
 
 from attn_deploy.cli.group import main
 from attn_deploy.cli.options import (
+    AGREEMENT_HELP,
+    IOU_HELP,
     NON_NEGATIVE,
     UNIT,
     ImageSize,
@@ -36,7 +38,8 @@ from attn_deploy.cli.options import (
 @click.option("--max-images", type=click.IntRange(1), help="Parity: use at most N images.")
 @click.option("--max-map-drop", type=NON_NEGATIVE, default=0.5, show_default=True,
               help="Calib's budget and parity's gate: mAP50-95 drop in points.")
-@click.option("--min-agreement", type=UNIT, default=0.95, show_default=True, help="Parity gate: detection agreement.")
+@click.option("--min-agreement", type=UNIT, help=AGREEMENT_HELP)
+@click.option("--agreement-iou", type=UNIT, help=IOU_HELP)
 @click.option("--on-error", type=click.Choice(["skip", "fail"]), default="skip", show_default=True,
               help="Unreadable images or labels: leave them out, or stop.")
 @click.option("--calib-images", type=click.IntRange(1, 100_000), default=64, show_default=True, help="Calibration images used.")
@@ -55,7 +58,7 @@ def ship(
     model_name: str | None, cfg: str | None, weights: str | None, data: str | None, precision: str,
     imgsz: tuple[int, int], batch: int, dynamic: bool, end2end: bool, max_det: int, output: str | None, force: bool,
     max_images: int | None,
-    max_map_drop: float, min_agreement: float, on_error: str, calib_images: int, method: str,
+    max_map_drop: float, min_agreement: float | None, agreement_iou: float | None, on_error: str, calib_images: int, method: str,
     exclude: tuple[str, ...], min_int8: float, qat: int | None, fork: str | None, python: str | None, target: Any,
     as_json: bool,
 ) -> None:
@@ -65,7 +68,7 @@ def ship(
 
     opts = ShipOptions(model_name, cfg, weights, data, precision, imgsz, batch, dynamic, end2end=end2end, max_det=max_det,
                        output=output, force=force,
-                       max_images=max_images, min_agreement=min_agreement, max_map_drop=max_map_drop, on_error=on_error,
+                       max_images=max_images, min_agreement=min_agreement, agreement_iou=agreement_iou, max_map_drop=max_map_drop, on_error=on_error,
                        calib_images=calib_images, method=method, exclude=exclude, min_int8=min_int8, qat=qat,
                        fork=fork, python=python, target=target)
     spinner = Spinner("shipping")

@@ -34,10 +34,14 @@ RANDOM_IMAGES = 8
 
 @dataclass(frozen=True)
 class Gates:
-    """What a candidate must meet: detection agreement, and the mAP50-95 drop when labels are given."""
+    """What a candidate must meet: detection agreement at ``iou``, and the mAP50-95 drop when
+    labels are given; ``mismatch``: why it fails whatever it scores (an INT8 name on a float
+    graph). ``parity/gates.py`` chooses them by the candidate's precision."""
 
-    min_agreement: float = 0.95  # matched / (matched + missed + extra) at IoU >= 0.9
+    min_agreement: float = 0.95  # matched / (matched + missed + extra) at IoU >= iou
     max_map_drop: float = 0.5  # mAP50-95 points (of 100), checked when labels are given
+    iou: float = 0.9  # the overlap at which two detections are the same one
+    mismatch: str | None = None
 
 
 @dataclass
@@ -64,7 +68,7 @@ class ParityResult:
         return (self.map_reference.map50_95 - self.map_candidate.map50_95) * 100
 
     def failures(self) -> list[str]:
-        out = []
+        out = [self.gates.mismatch] if self.gates.mismatch else []
         if self.detections.agreement < self.gates.min_agreement:
             out.append(f"detection agreement {self.detections.agreement:.4f} < {self.gates.min_agreement:g}")
         drop = self.map_drop
@@ -85,7 +89,8 @@ class ParityResult:
             "passed": self.passed, "failures": self.failures(), "candidate": self.candidate, "data": self.data,
             "imgsz": list(self.imgsz), "images": self.images, "images_requested": self.requested,
             "images_skipped": len(self.skipped), "skipped": self.skipped,
-            "gates": {"min_agreement": self.gates.min_agreement, "max_map_drop": self.gates.max_map_drop},
+            "gates": {"min_agreement": self.gates.min_agreement, "max_map_drop": self.gates.max_map_drop,
+                      "iou": self.gates.iou},
             "tensor": {s.name: s.to_dict() for s in self.tensor},
             "detections": self.detections.to_dict(),
             **({"map50": {k: v["map50"] for k, v in maps.items()},
@@ -137,7 +142,7 @@ def check_parity(
     layout = head_of(reference).layout
     ref_run = TorchRunner(reference)
     loader, source_name, labelled, total = image_batches(opts, imgsz, batch)
-    result = ParityResult(name, source_name, imgsz, opts.gates, requested=total)
+    result = ParityResult(name, source_name, imgsz, opts.gates, requested=total, detections=Agreement(opts.gates.iou))
     evals = (CocoEvaluator(reference.detect.nc), CocoEvaluator(reference.detect.nc)) if labelled else None
     parts: dict[str, list[TensorStats]] = {}
     with candidate:
