@@ -1,4 +1,4 @@
-"""INT8 calibration searches side by side, in one run, on the same model and images.
+r"""INT8 calibration searches side by side, in one run, on the same model and images.
 
 Not a test: times depend on the machine. For one float32 ONNX and one data.yaml, runs
 ``calib --precision int8`` three ways, one after the other in this process: ``--exclude none``
@@ -87,14 +87,14 @@ def surgery_vs_recalibration(src: Path, data: Path, images: int, ranked: CalibRe
 
 
 def frontier_table(results: dict[str, tuple[CalibResult, float]], base_s: float,
-                   held: dict[str, str] | None = None) -> list[str]:
+                   held: dict[str, tuple[float, float]] | None = None) -> list[str]:
     extra = ("| held-out damage ", "---:|") if held is not None else ("", "")
     rows = [f"| search | time s | x none | trials | damage {extra[0]}| MACs in INT8 | kept out of INT8 | stages s |",
             f"|---|---:|---:|---:|---:|{extra[1]}---:|---|---|"]
     for name, (r, s) in results.items():
         stages = ", ".join(f"{k} {v:.0f}" for k, v in r.stages.items() if k != "total")
         share = f"{r.coverage.share:.1%}" + ("" if r.int8_enough else " (below the floor: not written)")
-        cell = f"| {held.get(name, 'not written')} " if held is not None else ""
+        cell = (f"| {held[name][0]:.2f} +- {held[name][1]:.2f} " if name in held else "| not written ") if held is not None else ""
         rows.append(f"| {name} | {s:.0f} | {s / base_s:.2f} | {r.trials} | {r.damage:.2f} {cell}| {share} | "
                     f"{', '.join(r.kept) or 'nothing'} | {stages} |")
     return rows
@@ -115,8 +115,8 @@ def halves(data: Path, tmp: Path) -> tuple[Path, Path]:
     return out[0], out[1]
 
 
-def held_out(src: Path, data: Path, results: dict[str, tuple[CalibResult, float]]) -> dict[str, str]:
-    """Every written graph's damage on ``data`` against the float32 ``src``, with its standard error."""
+def held_out(src: Path, data: Path, results: dict[str, tuple[CalibResult, float]]) -> dict[str, tuple[float, float]]:
+    """Every written graph's damage on ``data`` against the float32 ``src``, and its standard error."""
     model = onnx.load(src)
     geometry = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
     side = read_sidecar(src) or {}
@@ -126,7 +126,7 @@ def held_out(src: Path, data: Path, results: dict[str, tuple[CalibResult, float]
     for name, (r, _) in results.items():
         if Path(r.output).is_file():
             score = ev.score(Path(r.output))
-            out[name] = f"{score.damage(ref):.2f} +- {score.damage_error(ref):.2f}"
+            out[name] = (score.damage(ref), score.damage_error(ref))
     return out
 
 
@@ -140,25 +140,39 @@ def heading(args: argparse.Namespace, results: dict[str, tuple[CalibResult, floa
             "`--exclude none` in the same run.")
 
 
-def plot(results: dict[str, tuple[CalibResult, float]], budget: float, title: str, out: Path) -> None:
+def plot(results: dict[str, tuple[CalibResult, float]], budget: float, title: str, out: Path,
+         held: dict[str, tuple[float, float]] | None = None) -> None:
+    """Damage against the share of MACs in INT8, one point per way; with ``held``, the held-out
+    damage with its standard error, and only the graphs written. Ways that made the same graph
+    (the same coverage and damage) share one point and one label."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
+    points: dict[tuple[float, float], list[str]] = {}
+    errors: dict[tuple[float, float], float] = {}
     for name, (r, _) in results.items():
-        ax.scatter(100 * r.coverage.share, r.damage, s=40, zorder=3)
-        ax.annotate(name, (100 * r.coverage.share, r.damage), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        if held is not None and name not in held:
+            continue
+        damage, error = held[name] if held is not None else (r.damage, 0.0)
+        key = (round(100 * r.coverage.share, 2), round(damage, 4))
+        points.setdefault(key, []).append(name)
+        errors[key] = error
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    for (share, damage), names in points.items():
+        ax.errorbar(share, damage, yerr=errors[(share, damage)] or None, fmt="o", ms=6, capsize=3, zorder=3)
+        ax.annotate(" = ".join(names), (share, damage), textcoords="offset points", xytext=(6, 4), fontsize=7.5)
     ax.axhline(budget, color="tab:green", linestyle="--", linewidth=1, label=f"budget {budget:g} points")
     floor = next(iter(results.values()))[0].min_int8
     ax.axvline(100 * floor, color="tab:red", linestyle=":", linewidth=1, label=f"floor {floor:.0%} in INT8")
-    shares = [100 * r.coverage.share for r, _ in results.values()] + [100 * floor]
-    damages = [r.damage for r, _ in results.values()] + [budget]
-    ax.set_xlim(min(shares) - 5, 108)
-    ax.set_ylim(min(0.0, min(damages)) - 0.1, max(damages) * 1.15)
+    shares = [k[0] for k in points] + [100 * floor]
+    lows = [k[1] - errors[k] for k in points] + [0.0]
+    highs = [k[1] + errors[k] for k in points] + [budget]
+    ax.set_xlim(min(shares) - 5, 112)
+    ax.set_ylim(min(lows) - 0.1, max(highs) * 1.15)
     ax.set_xlabel("MACs in INT8 (%)")
-    ax.set_ylabel("mAP50-95 lost (points)")
+    ax.set_ylabel("mAP50-95 lost (points)" + (", held out" if held is not None else ""))
     ax.set_title(f"{title}: damage against INT8 coverage")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left")
@@ -220,7 +234,7 @@ def main() -> None:
         if args.markdown:
             args.markdown.write_text("\n".join([heading(args, results, started), "", *table]) + "\n")
         if args.plot:
-            plot(results, args.budget, args.onnx.stem, args.plot)
+            plot(results, args.budget, args.onnx.stem, args.plot, held)
         ranked = results["ranked"][0] if "ranked" in results else None
         if ranked is not None and ranked.kept and ranked.int8_enough:
             naive = (Path(tmp) / "none-max.onnx").read_bytes()

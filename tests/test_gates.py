@@ -44,7 +44,7 @@ def parity(candidate: Path, data: Path, *extra: str) -> tuple[int, dict]:
     return r.exit_code, json.loads(r.stdout)
 
 
-def edited(src: Path, out: Path, field: int, change) -> Path:  # noqa: ANN001
+def edited(src: Path, out: Path, field: int, change) -> Path:
     """A copy of the Q/DQ graph with the scale (field 1) or zero point (2) of ``TIED``'s QuantizeLinear changed."""
     m = onnx.load(src)
     inits = {t.name: t for t in m.graph.initializer}
@@ -87,7 +87,7 @@ def test_a_correct_int8_graph_passes_by_default(graphs: tuple[Path, Path, Path])
     ("zero point +20", 2, lambda a: a.astype(np.int32) + 20),
 ])
 def test_a_broken_int8_graph_fails_by_default(graphs: tuple[Path, Path, Path], tmp_path: Path, what: str, field: int,
-                                              change) -> None:  # noqa: ANN001
+                                              change) -> None:
     _, q, data = graphs
     code, doc = parity(edited(q, tmp_path / "broken.int8.onnx", field, change), data)
     assert code == 1 and not doc["passed"], what

@@ -100,7 +100,7 @@ def test_pooled_histogram_counts_every_value_once() -> None:
 def qdq_graph() -> onnx.ModelProto:
     """x -> Q/DQ -> MaxPool -> Q/DQ -+-> Concat -> Q/DQ -> Conv -> out
        y -> Q/DQ -> Resize ----------+           z -> Q/DQ -> Conv (alone)"""
-    s = lambda name, v: numpy_helper.from_array(np.array(v, np.float32), name)  # noqa: E731
+    s = lambda name, v: numpy_helper.from_array(np.array(v, np.float32), name)
     zp = numpy_helper.from_array(np.array(0, np.int8), "zp")
     inits = [s(f"s{k}", 0.1 * (k + 1)) for k in range(5)] + [zp, numpy_helper.from_array(
         np.ones((2, 3, 1, 1), np.float32), "w"), numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "sc")]
@@ -116,7 +116,7 @@ def qdq_graph() -> onnx.ModelProto:
     nodes.append(helper.make_node("Concat", [pair("p", 2), "r"], ["c"], axis=1, name="concat"))
     nodes.append(helper.make_node("Conv", [pair("c", 3), "w"], ["out"], name="conv"))
     nodes.append(helper.make_node("Conv", [pair("z", 4), "w"], ["out2"], name="conv2"))
-    vi = lambda n, shape: helper.make_tensor_value_info(n, TensorProto.FLOAT, shape)  # noqa: E731
+    vi = lambda n, shape: helper.make_tensor_value_info(n, TensorProto.FLOAT, shape)
     graph = helper.make_graph(nodes, "g", [vi("x", [1, 1, 4, 4]), vi("y", [1, 2, 2, 2]), vi("z", [1, 3, 4, 4])],
                               [vi("out", [1, 2, 4, 4]), vi("out2", [1, 2, 4, 4])], inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])

@@ -23,6 +23,7 @@ statistics of tensors of a graph Model Optimizer already placed Q/DQ in, and the
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 from dataclasses import dataclass
 
 import numpy as np
@@ -93,7 +94,7 @@ def collect(src: onnx.ModelProto, tensors: Iterable[str], images: np.ndarray) ->
     return hists
 
 
-def _outputs(run, feed_name: str, chunk: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:  # noqa: ANN001
+def _outputs(run: Any, feed_name: str, chunk: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
     outs = run.run({feed_name: chunk})
     return {n: (chunk if n == feed_name else outs[n]) for n in names}
 
