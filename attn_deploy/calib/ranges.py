@@ -102,7 +102,9 @@ def _outputs(run: Any, feed_name: str, chunk: np.ndarray, names: list[str]) -> d
 # Ops that move INT8 values without arithmetic: TensorRT runs them on the quantized tensor, so
 # every Q/DQ pair around one (a Concat's inputs and output, SPPF's chain of MaxPools, the Resize
 # before a Concat) must share one scale, or the engine requantizes where our graph does not.
-# Model Optimizer ties these already (by the largest range); a new range keeps the ties.
+# Model Optimizer ties these already (by the largest range); a new range keeps the ties. A
+# residual Add's inputs keep scales of their own, as Model Optimizer writes them (whether an
+# engine's convolution + add fusion would rather have them tied is not measured here: no TensorRT).
 SHARING = frozenset({"Concat", "MaxPool", "Resize"})
 
 

@@ -42,7 +42,8 @@ from attn_deploy.cli.options import (
 def parity(
     model_name: str | None, cfg: str | None, weights: str | None, candidate: str, data: str | None,
     imgsz: tuple[int, int] | None, max_images: int | None, max_map_drop: float, min_agreement: float | None,
-    agreement_iou: float | None, on_error: str, per_block: bool, block_images: int, block_tolerance: float, report_dir: str | None, as_json: bool,
+    agreement_iou: float | None, on_error: str, per_block: bool, block_images: int, block_tolerance: float,
+    report_dir: str | None, as_json: bool,
 ) -> None:
     """Judge a deployable model against PyTorch: tensors, detections, mAP (exit 1 if outside the gates)."""
     check_report(report_dir)
@@ -56,8 +57,8 @@ def parity(
     from attn_deploy.sidecar import export_sidecar
 
     net = load_model(model_name, cfg, weights)
-    opts = ParityOptions(data, imgsz, max_images, on_error, gates_for(candidate, min_agreement, agreement_iou, max_map_drop),
-                         examples=6 if report_dir else 0)
+    gates = gates_for(candidate, min_agreement, agreement_iou, max_map_drop)
+    opts = ParityOptions(data, imgsz, max_images, on_error, gates, examples=6 if report_dir else 0)
     with Spinner("comparing") as status:
         runner = runner_for(candidate)  # the file is checked here, before the per-block backend reads it
         match_sidecar(net, export_sidecar(candidate))  # e.g. YOLO26 exported end-to-end

@@ -58,7 +58,8 @@ def ship(
     model_name: str | None, cfg: str | None, weights: str | None, data: str | None, precision: str,
     imgsz: tuple[int, int], batch: int, dynamic: bool, end2end: bool, max_det: int, output: str | None, force: bool,
     max_images: int | None,
-    max_map_drop: float, min_agreement: float | None, agreement_iou: float | None, on_error: str, calib_images: int, method: str,
+    max_map_drop: float, min_agreement: float | None, agreement_iou: float | None, on_error: str, calib_images: int,
+    method: str,
     exclude: tuple[str, ...], min_int8: float, qat: int | None, fork: str | None, python: str | None, target: Any,
     as_json: bool,
 ) -> None:
@@ -68,7 +69,8 @@ def ship(
 
     opts = ShipOptions(model_name, cfg, weights, data, precision, imgsz, batch, dynamic, end2end=end2end, max_det=max_det,
                        output=output, force=force,
-                       max_images=max_images, min_agreement=min_agreement, agreement_iou=agreement_iou, max_map_drop=max_map_drop, on_error=on_error,
+                       max_images=max_images, min_agreement=min_agreement, agreement_iou=agreement_iou,
+                       max_map_drop=max_map_drop, on_error=on_error,
                        calib_images=calib_images, method=method, exclude=exclude, min_int8=min_int8, qat=qat,
                        fork=fork, python=python, target=target)
     spinner = Spinner("shipping")
