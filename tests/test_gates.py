@@ -102,3 +102,19 @@ def test_the_float_graph_under_an_int8_name_fails(graphs: tuple[Path, Path, Path
     code, doc = parity(fake, data)
     assert code == 1 and doc["detections"]["agreement"] == 1.0  # it computes what PyTorch does, and still fails
     assert any("holds no Q/DQ node" in f for f in doc["failures"])
+
+
+@pytest.mark.parametrize(("built", "onnx_precision", "gated_as"), [
+    ("int8", "fp32", "int8"),  # implicit INT8 from a calibration cache (TensorRT 8.x-10.x)
+    ("best", "fp32", "int8"),
+    ("fp32", "int8", "int8"),  # a Q/DQ graph built strongly typed
+    ("fp16", "fp32", "fp16"),
+    ("fp32", "fp32", "fp32"),
+])
+def test_an_engine_is_gated_by_what_it_was_built_as(tmp_path: Path, built: str, onnx_precision: str,
+                                                     gated_as: str) -> None:
+    engine = tmp_path / "m.engine"
+    (tmp_path / "m.engine.json").write_text(json.dumps({"precision": built, "onnx_precision": onnx_precision}))
+    assert precision_of(engine) == (gated_as, None)
+    g = gates_for(engine)
+    assert (g.min_agreement, g.iou) == AGREEMENT[gated_as]

@@ -43,9 +43,9 @@ def precision_of(candidate: str | Path) -> tuple[str, str | None]:
     """(the precision the file carries, the one its sidecar or name claims, or None)."""
     path = Path(candidate)
     if path.suffix.lower() in (".engine", ".plan", ".trt"):
-        side = _engine_sidecar(path)
-        carried = side.get("onnx_precision") or side.get("precision") or "fp32"
-        return (carried if carried in AGREEMENT else "fp32"), None
+        side = _engine_sidecar(path)  # built from a Q/DQ graph, or in implicit INT8 (a cache; --precision best)
+        said = {side.get("onnx_precision"), side.get("precision")}
+        return ("int8" if said & {"int8", "best"} else "fp16" if "fp16" in said else "fp32"), None
     carried = _onnx_precision(path)
     side = read_sidecar(path) or {}
     claim = (side.get("precision") or {}).get("precision") if isinstance(side.get("precision"), dict) else None
