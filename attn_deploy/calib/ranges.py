@@ -23,8 +23,8 @@ statistics of tensors of a graph Model Optimizer already placed Q/DQ in, and the
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import onnx
@@ -70,6 +70,7 @@ def activation_tensors(qdq: onnx.ModelProto) -> dict[str, str]:
 def collect(src: onnx.ModelProto, tensors: Iterable[str], images: np.ndarray) -> dict[str, Histogram]:
     """Histograms of |x| of ``tensors`` of the float32 ``src`` over ``images`` (N, 3, H, W): one
     pass for each tensor's largest value, one to fill its bins."""
+    from attn_deploy.calib.rank import graph_batch, padded_batches
     from attn_deploy.engines import OnnxrtRunner
 
     names = sorted(set(tensors))
@@ -78,16 +79,16 @@ def collect(src: onnx.ModelProto, tensors: Iterable[str], images: np.ndarray) ->
     have = {o.name for o in model.graph.output}
     model.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names if n not in have)
     data = model.SerializeToString()
-    batch = _batch(src)
+    batch = graph_batch(src)
     tops = dict.fromkeys(names, 0.0)
     with OnnxrtRunner(data) as run:
         feed_name = run.input_names()[0]
-        for chunk in _chunks(images, batch):
+        for chunk, _ in padded_batches(images, batch):
             outs = _outputs(run, feed_name, chunk, names)
             for n in names:
                 tops[n] = max(tops[n], float(np.abs(outs[n]).max()))
         hists = {n: Histogram(np.zeros(BINS, np.int64), tops[n] or 1.0) for n in names}
-        for chunk in _chunks(images, batch):
+        for chunk, _ in padded_batches(images, batch):
             outs = _outputs(run, feed_name, chunk, names)
             for n in names:
                 hists[n].add(outs[n])
@@ -221,21 +222,7 @@ def set_scales(qdq: onnx.ModelProto, amax: dict[str, float]) -> onnx.ModelProto:
         if q.op_type != "QuantizeLinear" or q.input[0] not in amax or q.output[0] not in readers:
             continue
         for name in (q.input[1], readers[q.output[0]].input[1]):
-            old = inits[name]
-            value = np.asarray(max(amax[q.input[0]], 1e-8) / 127, dtype=numpy_helper.to_array(old).dtype)
-            old.CopyFrom(numpy_helper.from_array(value.reshape(numpy_helper.to_array(old).shape), name))
+            old = numpy_helper.to_array(inits[name])
+            value = np.full(old.shape, max(amax[q.input[0]], 1e-8) / 127, dtype=old.dtype)
+            inits[name].CopyFrom(numpy_helper.from_array(value, name))
     return out
-
-
-def _batch(model: onnx.ModelProto) -> int:
-    inits = {t.name for t in model.graph.initializer}
-    (inp,) = [i for i in model.graph.input if i.name not in inits]
-    return inp.type.tensor_type.shape.dim[0].dim_value or 1
-
-
-def _chunks(images: np.ndarray, batch: int) -> Iterable[np.ndarray]:
-    for i in range(0, len(images), batch):
-        chunk = images[i:i + batch]
-        if len(chunk) < batch:
-            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - len(chunk), 0)])
-        yield chunk

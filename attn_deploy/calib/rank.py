@@ -84,9 +84,9 @@ def local_errors(src: onnx.ModelProto, qdq: bytes, rows: list[LayerRow], images:
     candidate = onnx.load_from_string(qdq)
     bounds = find_boundaries(candidate, rows)
     backend = OnnxBlocks(candidate, bounds)
-    batch = _batch(src)
+    batch = graph_batch(src)
     try:
-        return per_block(reference, backend, bounds, _batches(images, batch), layout=layout, accumulated=False)
+        return per_block(reference, backend, bounds, padded_batches(images, batch), layout=layout, accumulated=False)
     finally:
         backend.close()
         reference.close()
@@ -114,13 +114,15 @@ def ranking(report: BlockReport, layout: str = layouts.YOLOV5) -> list[LayerErro
     return sorted(rows, key=lambda e: (unmeasured(e), e.layer if unmeasured(e) else -place[e.layer], part(e)))
 
 
-def _batch(model: onnx.ModelProto) -> int:
+def graph_batch(model: onnx.ModelProto) -> int:
+    """The fixed batch of the graph's image input (1 where it is dynamic)."""
     inits = {t.name for t in model.graph.initializer}
     (inp,) = [i for i in model.graph.input if i.name not in inits]
     return inp.type.tensor_type.shape.dim[0].dim_value or 1
 
 
-def _batches(images: np.ndarray, batch: int) -> list[tuple[np.ndarray, int]]:
+def padded_batches(images: np.ndarray, batch: int) -> list[tuple[np.ndarray, int]]:
+    """``images`` in batches of ``batch``, the last filled by repeating its last image, each with its count of real images."""
     out = []
     for i in range(0, len(images), batch):
         chunk = images[i:i + batch]

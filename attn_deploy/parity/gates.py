@@ -18,11 +18,10 @@ fails whatever it scores: it is the float graph under an INT8 name.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from attn_deploy.parity.check import Gates
-from attn_deploy.sidecar import read_sidecar
+from attn_deploy.sidecar import ENGINE_SUFFIXES, engine_sidecar, read_sidecar
 
 AGREEMENT = {"fp32": (0.95, 0.9), "fp16": (0.95, 0.9), "int8": (0.75, 0.5)}  # precision -> (floor, IoU)
 
@@ -42,8 +41,8 @@ def gates_for(candidate: str | Path, min_agreement: float | None = None, iou: fl
 def precision_of(candidate: str | Path) -> tuple[str, str | None]:
     """(the precision the file carries, the one its sidecar or name claims, or None)."""
     path = Path(candidate)
-    if path.suffix.lower() in (".engine", ".plan", ".trt"):
-        side = _engine_sidecar(path)  # built from a Q/DQ graph, or in implicit INT8 (a cache; --precision best)
+    if path.suffix.lower() in ENGINE_SUFFIXES:
+        side = engine_sidecar(path) or {}  # built from a Q/DQ graph, or in implicit INT8 (a cache; --precision best)
         said = {side.get("onnx_precision"), side.get("precision")}
         return ("int8" if said & {"int8", "best"} else "fp16" if "fp16" in said else "fp32"), None
     carried = _onnx_precision(path)
@@ -63,12 +62,3 @@ def _onnx_precision(path: Path) -> str:
         return onnx_precision(onnx.load(str(path), load_external_data=False))
     except Exception:  # noqa: BLE001 - unreadable here: the runner says why, in one line, when it loads it
         return "fp32"
-
-
-def _engine_sidecar(path: Path) -> dict:
-    side = path.with_name(path.name + ".json")
-    try:
-        doc = json.loads(side.read_text()) if side.is_file() else {}
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return {}
-    return doc if isinstance(doc, dict) else {}
